@@ -1,0 +1,242 @@
+"""Every hyperparameter of the repo, as plain dataclasses, plus named presets.
+
+Edit the defaults here, pick a preset with `--preset NAME`, or override any field from the command line of every
+script with `--set section.field=value` (repeatable), e.g.
+
+    python vqvae_train.py --set vqvae.num_codebooks=2 --set vqvae_train.epochs=3
+    python transformer_train.py --preset mnist_2x2x2 --set gpt.n_layer=2
+
+Invalid values stop the script at start with one line that says what to change.
+"""
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+
+IMAGE_SIZE = 28  # MNIST-like datasets: 1 x 28 x 28
+
+
+def reachable_grid_sizes(image_size=IMAGE_SIZE):
+    """Token-grid sizes the encoder can reach: each stride-2 conv maps n -> ceil(n / 2) (28, 14, 7, 4, 2, 1)."""
+    sizes, n = [], image_size
+    while n > 1:
+        n = (n + 1) // 2
+        sizes.append(n)
+    return sizes
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist"          # the only dataset so far
+    root: str = "data"              # where the raw files and the token cache live
+    train_limit: int = 0            # use only the first N training images (0 = all); tests use a few hundred
+    test_limit: int = 0             # same for the test split
+
+
+@dataclass
+class VQVAEConfig:
+    grid_size: int = 4              # H = W of the token grid; one of reachable_grid_sizes()
+    num_codebooks: int = 1          # K: the latent's channels are split into K chunks, one codebook each
+    codebook_size: int = 256        # V: codes per codebook
+    code_dim: int = 16              # channels per chunk (so the latent has K * code_dim channels)
+    channels: tuple = (16, 32, 64)  # encoder width at 28x28, 14x14, and 7x7 and below (decoder mirrors)
+    num_res_blocks: int = 2         # residual blocks at the latent resolution, in encoder and decoder
+    ema_decay: float = 0.99         # codebooks follow an exponential moving average of their assigned vectors
+    commitment_weight: float = 0.25  # beta in ||z - sg(q)||^2
+    dead_code_threshold: float = 1.0  # restart a code whose EMA count (assignments per batch) drops below this
+
+
+@dataclass
+class VQVAETrainConfig:
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    sample_every: int = 1           # epochs between reconstruction PNGs
+    num_show: int = 16              # images in each reconstruction PNG
+
+
+@dataclass
+class GPTConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 192
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    num_classes: int = 10          # class ids 0..9; id num_classes means "no class"
+    class_dropout: float = 0.1     # share of training sequences whose class is replaced by "no class"
+
+
+@dataclass
+class GPTTrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05     # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 200
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    sample_every: int = 2          # epochs between sample grids
+
+
+@dataclass
+class SampleConfig:
+    temperature: float = 1.0
+    top_k: int = 0                 # 0 = no top-k filtering
+    cfg_scale: float = 1.0         # classifier-free guidance; 1.0 = plain conditional sampling
+    batch_size: int = 1000
+    temperatures: tuple = (0.1, 0.25, 0.33, 0.5, 0.75, 1.0, 2.0)  # generator.py's sweep, as in the write-up
+    per_class: int = 10            # columns per digit row in sample grids
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "auto"           # auto | cpu | cuda | mps
+    amp: str = "auto"              # auto | off | bf16 | fp16 (auto: MPS fp16, CUDA bf16/fp16, CPU off)
+    checkpoint_dir: str = "checkpoints"
+    results_dir: str = "_results"
+    data: DataConfig = field(default_factory=DataConfig)
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    vqvae_train: VQVAETrainConfig = field(default_factory=VQVAETrainConfig)
+    gpt: GPTConfig = field(default_factory=GPTConfig)
+    gpt_train: GPTTrainConfig = field(default_factory=GPTTrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+# Named presets: a list of overrides on top of the defaults above.
+PRESETS = {
+    "mnist": [],  # the default: 4x4x1 tokens
+    "mnist_7x7x1": ["vqvae.grid_size=7"],
+    "mnist_4x4x2": ["vqvae.num_codebooks=2"],
+    "mnist_2x2x2": ["vqvae.grid_size=2", "vqvae.num_codebooks=2"],
+    # tiny models on a few hundred images: the end-to-end test and quick smoke runs
+    "tiny": ["data.train_limit=512", "data.test_limit=256", "vqvae.channels=(8,16,16)", "vqvae.num_res_blocks=1",
+             "vqvae.codebook_size=32", "vqvae.code_dim=4", "vqvae_train.epochs=1", "vqvae_train.batch_size=64",
+             "vqvae_train.num_show=8", "gpt.n_layer=1", "gpt.n_head=2", "gpt.d_model=32", "gpt_train.epochs=1",
+             "gpt_train.batch_size=64", "gpt_train.warmup_steps=2", "gpt_train.sample_every=1",
+             "sample.batch_size=50", "sample.per_class=2"],
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; scripts print its message as one line and exit."""
+
+
+def _parse_value(text, current):
+    """Parse `text` into the type of the field's current value."""
+    kind = type(current)
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if kind is tuple:
+            items = [t for t in text.strip("()[] ").split(",") if t.strip()]
+            item_kind = type(current[0]) if current else float
+            return tuple(item_kind(t.strip()) for t in items)
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as {kind.__name__}") from None
+
+
+def apply_override(cfg, assignment):
+    """Apply one 'section.field=value' (or top-level 'field=value') string to cfg in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.field=value")
+    path, text = assignment.split("=", 1)
+    *sections, name = path.strip().split(".")
+    target = cfg
+    for section in sections:
+        if not dataclasses.is_dataclass(target) or not hasattr(target, section):
+            raise ConfigError(f"unknown config section {section!r} in {assignment!r}")
+        target = getattr(target, section)
+    if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+        raise ConfigError(f"unknown config field {path!r}; see config.py for the names")
+    current = getattr(target, name)
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{path!r} is a section; set one of its fields, e.g. {path}.<field>=...")
+    try:
+        setattr(target, name, _parse_value(text.strip(), current))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def validate(cfg):
+    """Raise ConfigError with a one-line message for the first invalid value."""
+    v, g = cfg.vqvae, cfg.gpt
+    grids = reachable_grid_sizes()
+    checks = [
+        (v.grid_size in grids, f"vqvae.grid_size={v.grid_size} cannot be reached from {IMAGE_SIZE}x{IMAGE_SIZE}; "
+                               f"choose one of {grids}"),
+        (v.num_codebooks >= 1, f"vqvae.num_codebooks must be at least 1 (got {v.num_codebooks})"),
+        (v.codebook_size >= 2, f"vqvae.codebook_size must be at least 2 (got {v.codebook_size})"),
+        (v.code_dim >= 1, f"vqvae.code_dim must be at least 1 (got {v.code_dim})"),
+        (len(v.channels) == 3 and min(v.channels) >= 1, "vqvae.channels needs three positive widths, e.g. (32,64,128)"),
+        (0.0 < v.ema_decay < 1.0, f"vqvae.ema_decay must be in (0, 1) (got {v.ema_decay})"),
+        (g.d_model % g.n_head == 0, f"gpt.d_model={g.d_model} must be divisible by gpt.n_head={g.n_head}"),
+        (g.n_layer >= 1 and g.n_head >= 1, "gpt.n_layer and gpt.n_head must be at least 1"),
+        (0.0 <= g.dropout < 1.0 and 0.0 <= g.class_dropout <= 1.0, "gpt.dropout and gpt.class_dropout must be in [0, 1)"),
+        (cfg.sample.temperature > 0, f"sample.temperature must be positive (got {cfg.sample.temperature})"),
+        (cfg.sample.top_k >= 0, f"sample.top_k must be 0 (off) or positive (got {cfg.sample.top_k})"),
+        (cfg.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps (got {cfg.device!r})"),
+        (cfg.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16 (got {cfg.amp!r})"),
+        (cfg.data.dataset == "mnist", f"data.dataset={cfg.data.dataset!r} is not supported yet; use mnist"),
+    ]
+    for name, section in (("vqvae_train", cfg.vqvae_train), ("gpt_train", cfg.gpt_train)):
+        checks += [
+            (section.lr > 0, f"{name}.lr must be positive (got {section.lr})"),
+            (section.epochs >= 1, f"{name}.epochs must be at least 1 (got {section.epochs})"),
+            (section.batch_size >= 1, f"{name}.batch_size must be at least 1 (got {section.batch_size})"),
+            (section.sample_every >= 1, f"{name}.sample_every must be at least 1 (got {section.sample_every})"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+def build_config(preset="mnist", overrides=(), seed=None, device=None):
+    """Defaults -> preset -> --set overrides -> explicit flags, then validation."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    cfg = Config()
+    for assignment in [*PRESETS[preset], *overrides]:
+        apply_override(cfg, assignment)
+    if seed is not None:
+        cfg.seed = seed
+    if device is not None:
+        cfg.device = device
+    return validate(cfg)
+
+
+def make_parser(description):
+    """The flags every script shares; scripts add their own on top."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default="mnist", help=f"named preset: {', '.join(PRESETS)}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one config field (repeatable)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: config seed)")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    return parser
+
+
+def parse_config(parser, argv=None):
+    """Parse argv; on a bad config print one line and exit with status 2."""
+    args = parser.parse_args(argv)
+    try:
+        cfg = build_config(args.preset, args.overrides, args.seed, args.device)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+    return args, cfg
+
+
+def to_dict(section):
+    return dataclasses.asdict(section)
+
+
+def from_dict(kind, values):
+    """Rebuild a config dataclass from a checkpoint's dict (tuples come back as lists)."""
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in fields}
+    return kind(**known)

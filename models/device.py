@@ -1,0 +1,63 @@
+"""Device choice (MPS -> CUDA -> CPU), mixed precision, and seeding."""
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+
+def pick_device(name="auto"):
+    """'auto' takes Apple's MPS, then CUDA, then the CPU; an explicit name is checked and used."""
+    if name == "auto":
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("device error: --device cuda was asked for but no CUDA GPU is visible; use --device auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit("device error: --device mps was asked for but MPS is not available; use --device auto")
+    return torch.device(name)
+
+
+def amp_dtype(device, amp="auto"):
+    """The autocast dtype for this device, or None for full float32.
+
+    auto: MPS float16; CUDA bfloat16 where supported, else float16; CPU off (bf16 on CPU is opt-in with amp=bf16,
+    since on most CPUs it is slower than float32 for models this small).
+    """
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if device.type == "mps":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def autocast(device, dtype):
+    """A context that runs the model in `dtype` (or does nothing when dtype is None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device, dtype):
+    """float16 gradients underflow without loss scaling; bfloat16 and float32 need none."""
+    return torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def describe(device, dtype):
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    return f"device {device}{threads}, mixed precision {'off' if dtype is None else str(dtype).replace('torch.', '')}"

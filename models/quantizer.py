@@ -1,0 +1,113 @@
+"""Multi-codebook vector quantizer with EMA codebooks and dead-code restarts.
+
+The encoder's latent z_BCHW has C = K * D channels. They are split into K chunks of D channels, and chunk k is
+quantized by codebook k (V codes of dimension D), so every spatial position gets K tokens: idx_BHWK.
+
+Why EMA instead of a codebook loss: the EMA update (van den Oord et al. 2017, appendix; Razavi et al. 2019) moves each
+code to the running mean of the vectors assigned to it. It needs no learning rate, converges faster, and together
+with restarting unused codes from encoder outputs keeps nearly every code in use, which matters when a tiny model
+has to learn the token distribution afterwards. The encoder still gets the commitment loss beta * ||z - sg(q)||^2.
+
+There is one code path from indices to vectors (`lookup`): the training forward pass uses it on the indices it just
+computed, and VQVAE.decode uses it on sampled indices, so decode(encode(x)) is exactly the training reconstruction.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MultiCodebookQuantizer(nn.Module):
+    def __init__(self, num_codebooks, codebook_size, code_dim, ema_decay=0.99, dead_code_threshold=1.0, eps=1e-5):
+        super().__init__()
+        self.K, self.V, self.D = num_codebooks, codebook_size, code_dim
+        self.decay, self.dead_threshold, self.eps = ema_decay, dead_code_threshold, eps
+        self.register_buffer("codebook_KVD", torch.randn(num_codebooks, codebook_size, code_dim))
+        self.register_buffer("ema_count_KV", torch.ones(num_codebooks, codebook_size))
+        self.register_buffer("ema_sum_KVD", self.codebook_KVD.clone())
+        self.register_buffer("initialized", torch.tensor(False))
+
+    # --- the two directions ------------------------------------------------------------------------------------
+    def _split(self, z_BCHW):
+        """(B, K*D, H, W) -> (K, B*H*W, D): one row of vectors per codebook."""
+        B, C, H, W = z_BCHW.shape
+        assert C == self.K * self.D, f"latent has {C} channels, expected K*D = {self.K * self.D}"
+        return z_BCHW.float().reshape(B, self.K, self.D, H, W).permute(1, 0, 3, 4, 2).reshape(self.K, B * H * W, self.D)
+
+    def nearest_codes(self, z_KND):
+        """Index of the closest code (squared Euclidean) for every vector: (K, N)."""
+        dist_KNV = (z_KND.pow(2).sum(-1, keepdim=True)
+                    - 2 * torch.bmm(z_KND, self.codebook_KVD.transpose(1, 2))
+                    + self.codebook_KVD.pow(2).sum(-1).unsqueeze(1))
+        return dist_KNV.argmin(-1)
+
+    def quantize(self, z_BCHW):
+        """Latent -> token grid idx_BHWK."""
+        B, _, H, W = z_BCHW.shape
+        idx_KN = self.nearest_codes(self._split(z_BCHW))
+        return idx_KN.reshape(self.K, B, H, W).permute(1, 2, 3, 0)
+
+    def lookup(self, idx_BHWK):
+        """Token grid -> quantized latent q_BCHW with channels ordered [codebook 0 | codebook 1 | ...]."""
+        B, H, W, K = idx_BHWK.shape
+        q_BHWKD = torch.stack([F.embedding(idx_BHWK[..., k], self.codebook_KVD[k]) for k in range(K)], dim=3)
+        return q_BHWKD.reshape(B, H, W, K * self.D).permute(0, 3, 1, 2).contiguous()
+
+    # --- training ---------------------------------------------------------------------------------------------
+    def forward(self, z_BCHW):
+        """Returns (straight-through q_BCHW, idx_BHWK, commitment loss, per-codebook perplexity (K,))."""
+        z_BCHW = z_BCHW.float()
+        if self.training and not bool(self.initialized):
+            self._init_from(self._split(z_BCHW.detach()))
+        idx_BHWK = self.quantize(z_BCHW.detach())
+        q_BCHW = self.lookup(idx_BHWK)
+        commitment = F.mse_loss(z_BCHW, q_BCHW.detach())
+        if self.training:
+            self._ema_update(self._split(z_BCHW.detach()), idx_BHWK.permute(3, 0, 1, 2).reshape(self.K, -1))
+        q_st_BCHW = z_BCHW + (q_BCHW - z_BCHW).detach()  # straight-through: gradients pass to the encoder as-is
+        return q_st_BCHW, idx_BHWK, commitment, self.perplexity(idx_BHWK)
+
+    @torch.no_grad()
+    def _init_from(self, z_KND):
+        """Start the codebooks on random encoder outputs, so no code begins far away from the data."""
+        for k in range(self.K):
+            self.codebook_KVD[k] = self._random_rows(z_KND[k], self.V)
+        self.ema_sum_KVD.copy_(self.codebook_KVD)
+        self.ema_count_KV.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @staticmethod
+    def _random_rows(z_ND, n):
+        pick = torch.randint(len(z_ND), (n,), device=z_ND.device)
+        return z_ND[pick] + 1e-3 * torch.randn(n, z_ND.shape[1], device=z_ND.device)
+
+    @torch.no_grad()
+    def _ema_update(self, z_KND, idx_KN):
+        onehot_KNV = F.one_hot(idx_KN, self.V).float()
+        count_KV = onehot_KNV.sum(1)
+        sum_KVD = torch.bmm(onehot_KNV.transpose(1, 2), z_KND)
+        self.ema_count_KV.mul_(self.decay).add_(count_KV, alpha=1 - self.decay)
+        self.ema_sum_KVD.mul_(self.decay).add_(sum_KVD, alpha=1 - self.decay)
+        # Laplace smoothing keeps a code with a tiny count from dividing by ~0
+        total_K1 = self.ema_count_KV.sum(1, keepdim=True)
+        smoothed_KV = (self.ema_count_KV + self.eps) / (total_K1 + self.V * self.eps) * total_K1
+        self.codebook_KVD.copy_(self.ema_sum_KVD / smoothed_KV.unsqueeze(-1))
+        self._restart_dead_codes(z_KND)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z_KND):
+        """A code assigned less than `dead_threshold` times per batch (EMA) moves onto a random encoder output."""
+        for k in range(self.K):
+            dead = self.ema_count_KV[k] < self.dead_threshold
+            n_dead = int(dead.sum())
+            if n_dead:
+                fresh_ND = self._random_rows(z_KND[k], n_dead)
+                self.codebook_KVD[k, dead] = fresh_ND
+                self.ema_sum_KVD[k, dead] = fresh_ND * self.dead_threshold
+                self.ema_count_KV[k, dead] = self.dead_threshold
+
+    def perplexity(self, idx_BHWK):
+        """exp(entropy) of each codebook's code distribution in this batch: V means all codes used evenly."""
+        counts_KV = torch.stack([torch.bincount(idx_BHWK[..., k].flatten(), minlength=self.V)
+                                 for k in range(idx_BHWK.shape[-1])]).float()
+        p_KV = counts_KV / counts_KV.sum(1, keepdim=True)
+        return torch.exp(-(p_KV * torch.log(p_KV.clamp_min(1e-10))).sum(1))

@@ -1,0 +1,104 @@
+"""VQ-VAE: a conv encoder down to an H x W latent, K parallel codebooks, and a conv decoder back to 28 x 28.
+
+The number of stride-2 steps follows from the grid size alone (28 -> 14 -> 7 -> 4 -> 2 -> 1), so 7x7, 4x4 and 2x2
+grids need no code change. The decoder mirrors the encoder, upsampling to the exact sizes the encoder went through.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from config import IMAGE_SIZE, reachable_grid_sizes
+from models.quantizer import MultiCodebookQuantizer
+
+
+def down_sizes(grid_size):
+    """Spatial sizes from the image to the grid, e.g. 4 -> [28, 14, 7, 4]."""
+    sizes = [IMAGE_SIZE] + reachable_grid_sizes()
+    return sizes[:sizes.index(grid_size) + 1]
+
+
+def width_at(level, channels):
+    """Channel width at the level-th resolution (0 = 28x28); levels past the list reuse its last width."""
+    return channels[min(level, len(channels) - 1)]
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.net = nn.Sequential(nn.GroupNorm(8 if channels % 8 == 0 else 1, channels), nn.SiLU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1),
+                                 nn.GroupNorm(8 if channels % 8 == 0 else 1, channels), nn.SiLU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, grid_size, channels, num_res_blocks, latent_channels):
+        super().__init__()
+        sizes = down_sizes(grid_size)
+        layers = [nn.Conv2d(1, channels[0], 3, padding=1)]
+        for level in range(len(sizes) - 1):  # each conv: n -> ceil(n / 2)
+            c_in, c_out = width_at(level, channels), width_at(level + 1, channels)
+            layers += [nn.SiLU(), nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)]
+        c_last = width_at(len(sizes) - 1, channels)
+        layers += [ResBlock(c_last) for _ in range(num_res_blocks)]
+        layers += [nn.SiLU(), nn.Conv2d(c_last, latent_channels, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x_B1HW):
+        return self.net(x_B1HW)
+
+
+class Decoder(nn.Module):
+    def __init__(self, grid_size, channels, num_res_blocks, latent_channels):
+        super().__init__()
+        sizes = down_sizes(grid_size)
+        c_last = width_at(len(sizes) - 1, channels)
+        self.stem = nn.Sequential(nn.Conv2d(latent_channels, c_last, 3, padding=1),
+                                  *[ResBlock(c_last) for _ in range(num_res_blocks)])
+        self.up_sizes = sizes[-2::-1]  # e.g. [7, 14, 28]
+        self.ups = nn.ModuleList()
+        for level in range(len(sizes) - 1, 0, -1):
+            c_in, c_out = width_at(level, channels), width_at(level - 1, channels)
+            self.ups.append(nn.Sequential(nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1)))
+        self.head = nn.Sequential(nn.SiLU(), nn.Conv2d(channels[0], 1, 3, padding=1))
+
+    def forward(self, q_BCHW):
+        h = self.stem(q_BCHW)
+        for size, up in zip(self.up_sizes, self.ups):
+            h = up(F.interpolate(h, size=(size, size), mode="nearest"))
+        return self.head(h)
+
+
+class VQVAE(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        latent_channels = cfg.num_codebooks * cfg.code_dim
+        self.encoder = Encoder(cfg.grid_size, cfg.channels, cfg.num_res_blocks, latent_channels)
+        self.quantizer = MultiCodebookQuantizer(cfg.num_codebooks, cfg.codebook_size, cfg.code_dim,
+                                                cfg.ema_decay, cfg.dead_code_threshold)
+        self.decoder = Decoder(cfg.grid_size, cfg.channels, cfg.num_res_blocks, latent_channels)
+
+    @property
+    def grid_shape(self):
+        """(H, W, K) of the token grid."""
+        return self.cfg.grid_size, self.cfg.grid_size, self.cfg.num_codebooks
+
+    def forward(self, x_B1HW):
+        """Training pass: (reconstruction, idx_BHWK, commitment loss, perplexity per codebook)."""
+        z_BCHW = self.encoder(x_B1HW)
+        q_BCHW, idx_BHWK, commitment, perplexity_K = self.quantizer(z_BCHW)
+        return self.decoder(q_BCHW), idx_BHWK, commitment, perplexity_K
+
+    @torch.no_grad()
+    def encode(self, x_B1HW):
+        """Images in [-1, 1] -> token grid idx_BHWK."""
+        return self.quantizer.quantize(self.encoder(x_B1HW))
+
+    @torch.no_grad()
+    def decode(self, idx_BHWK):
+        """Token grid -> images in [-1, 1] (not clamped)."""
+        return self.decoder(self.quantizer.lookup(idx_BHWK))

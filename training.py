@@ -1,0 +1,73 @@
+"""What both training stages share: the learning-rate schedule, resuming, figures, and run bookkeeping."""
+import math
+import os
+
+import torch
+
+import config as config_module
+from checkpoint import CheckpointError, load_checkpoint
+
+
+def lr_at(step, total_steps, base_lr, warmup_steps=0, min_ratio=0.0):
+    """Linear warmup to base_lr, then cosine decay to base_lr * min_ratio at total_steps."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def resume_state(path, kind, run_config):
+    """The checkpoint to continue from, after checking it was made with the same config."""
+    ckpt = load_checkpoint(path, kind, hint="; nothing to resume, drop --resume")
+    if ckpt.get("run_config") != run_config:
+        changed = sorted(k for k in set(run_config) | set(ckpt.get("run_config", {}))
+                         if run_config.get(k) != ckpt.get("run_config", {}).get(k))
+        raise CheckpointError(f"{path} was trained with another config (differs in: {', '.join(changed)}); "
+                              f"resume with the same --preset/--set flags or drop --resume")
+    return ckpt
+
+
+def run_config(cfg, *sections):
+    """The config sections that define a run, as plain dicts (what --resume compares)."""
+    return {name: config_module.to_dict(getattr(cfg, name)) for name in sections}
+
+
+def save_image_grid(images_B1HW, path, nrow):
+    """Images in [-1, 1] -> one PNG grid (0 = black), thin grey lines between images."""
+    from torchvision.utils import save_image
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_image(images_B1HW.float().clamp(-1, 1).add(1).div(2), path, nrow=nrow, padding=2, pad_value=0.5)
+
+
+def plot_curves(history, keys, path, title, ylabel="loss"):
+    """A PNG of per-epoch curves, e.g. keys=('train_loss', 'val_loss')."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    epochs = [row["epoch"] for row in history]
+    for key in keys:
+        ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def epoch_generator(seed, epoch):
+    """The shuffling RNG of one epoch: the same for a fresh run and a resumed one."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)

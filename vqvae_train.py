@@ -1,0 +1,144 @@
+"""Stage 1: train the multi-codebook VQ-VAE tokenizer on MNIST.
+
+    python vqvae_train.py                                  # default 4x4x1 grid
+    python vqvae_train.py --preset mnist_4x4x2             # or any --set vqvae.<field>=<value>
+    python vqvae_train.py --resume                         # continue an interrupted run
+
+Writes checkpoints/vqvae.pt (weights + config + tokenizer fingerprint), and into _results/vqvae/: originals over
+reconstructions of fixed test digits every `vqvae_train.sample_every` epochs, and loss / codebook-usage curves.
+"""
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import config
+import data
+import training
+from checkpoint import CheckpointError, atomic_save, default_path, tokenizer_fingerprint
+from models import device as devices
+from models.vqvae import VQVAE
+
+
+@torch.no_grad()
+def evaluate(model, images_uint8, device, dtype, batch_size=1000):
+    """Test-set reconstruction MSE (pixels in [0, 1]) and, per codebook, usage (codes used / V) and perplexity."""
+    model.eval()
+    K, V = model.cfg.num_codebooks, model.cfg.codebook_size
+    counts_KV = torch.zeros(K, V)
+    squared_error = 0.0
+    for i in range(0, len(images_uint8), batch_size):
+        x = data.to_model_range(images_uint8[i:i + batch_size]).to(device)
+        with devices.autocast(device, dtype):
+            idx = model.encode(x)
+            recon = model.decode(idx)
+        squared_error += F.mse_loss(recon.float().clamp(-1, 1), x, reduction="sum").item() / 4  # [-1,1] -> [0,1]
+        idx = idx.cpu()
+        for k in range(K):
+            counts_KV[k] += torch.bincount(idx[..., k].flatten(), minlength=V).float()
+    p_KV = counts_KV / counts_KV.sum(1, keepdim=True)
+    perplexity = torch.exp(-(p_KV * p_KV.clamp_min(1e-10).log()).sum(1))
+    return {"val_mse": squared_error / images_uint8.numel(),
+            "usage": [(counts_KV[k] > 0).float().mean().item() for k in range(K)],
+            "perplexity": perplexity.tolist()}
+
+
+@torch.no_grad()
+def save_reconstructions(model, images_uint8, device, path):
+    """Originals (top row) over their reconstructions (bottom row)."""
+    model.eval()
+    x = data.to_model_range(images_uint8).to(device)
+    recon = model.decode(model.encode(x)).cpu()
+    training.save_image_grid(torch.cat([x.cpu(), recon]), path, nrow=len(x))
+
+
+def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps):
+    model.train()
+    tc = cfg.vqvae_train
+    batches = data.batch_indices(len(images_uint8), tc.batch_size, training.epoch_generator(cfg.seed, epoch))
+    sums = {"loss": 0.0, "mse": 0.0, "perplexity": 0.0}
+    bar = tqdm(batches, desc=f"vqvae epoch {epoch}/{tc.epochs}", leave=False)
+    for batch in bar:
+        x = data.to_model_range(images_uint8[batch]).to(device)
+        training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, warmup_steps=0, min_ratio=0.1))
+        with devices.autocast(device, dtype):
+            recon, _, commitment, perplexity_K = model(x)
+            mse = F.mse_loss(recon.float(), x)
+            loss = mse + cfg.vqvae.commitment_weight * commitment
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        sums["loss"] += loss.item()
+        sums["mse"] += mse.item() / 4
+        sums["perplexity"] += perplexity_K.mean().item()
+        bar.set_postfix(mse=f"{mse.item() / 4:.4f}", ppl=f"{perplexity_K.mean().item():.0f}")
+    return {f"train_{k}": v / len(batches) for k, v in sums.items()}, step
+
+
+def main(argv=None):
+    parser = config.make_parser("Train the VQ-VAE tokenizer.")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
+    args, cfg = config.parse_config(parser, argv)
+    try:
+        train(cfg, resume=args.resume)
+    except (data.DataError, CheckpointError) as e:
+        sys.exit(f"error: {e}")
+
+
+def train(cfg, resume=False):
+    devices.seed_everything(cfg.seed)
+    device = devices.pick_device(cfg.device)
+    dtype = devices.amp_dtype(device, cfg.amp)
+    ckpt_path = default_path(cfg, "vqvae")
+    results_dir = os.path.join(cfg.results_dir, "vqvae")
+    train_images, _ = data.load_split(cfg.data, train=True)
+    test_images, _ = data.load_split(cfg.data, train=False)
+
+    model = VQVAE(cfg.vqvae).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.vqvae_train.lr, weight_decay=cfg.vqvae_train.weight_decay)
+    scaler = devices.grad_scaler(device, dtype)
+    run_cfg = training.run_config(cfg, "data", "vqvae", "vqvae_train")
+    start_epoch, history, elapsed = 1, [], 0.0
+    if resume:
+        ckpt = training.resume_state(ckpt_path, "vqvae", run_cfg)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history, elapsed = ckpt["epoch"] + 1, ckpt["history"], ckpt["train_seconds"]
+        print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
+
+    H, W, K = model.grid_shape
+    print(f"VQ-VAE: {H}x{W}x{K} tokens, {cfg.vqvae.codebook_size} codes per codebook, "
+          f"{training.count_parameters(model) / 1e6:.2f}M parameters; {devices.describe(device, dtype)}")
+    steps_per_epoch = len(data.batch_indices(len(train_images), cfg.vqvae_train.batch_size, shuffle=False))
+    total_steps, step = cfg.vqvae_train.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
+    show = test_images[:cfg.vqvae_train.num_show]
+    for epoch in range(start_epoch, cfg.vqvae_train.epochs + 1):
+        t0 = time.time()
+        train_stats, step = train_epoch(model, optimizer, scaler, train_images, cfg, epoch, device, dtype, step,
+                                        total_steps)
+        elapsed += time.time() - t0
+        val = evaluate(model, test_images, device, dtype)
+        history.append({"epoch": epoch, **train_stats, "val_mse": val["val_mse"],
+                        "usage": min(val["usage"]), "seconds": elapsed})
+        usage = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(val["usage"], val["perplexity"]))
+        print(f"epoch {epoch}: train mse {train_stats['train_mse']:.4f}  val mse {val['val_mse']:.4f}  "
+              f"codebook usage/perplexity {usage}  ({elapsed:.0f}s)")
+        if epoch % cfg.vqvae_train.sample_every == 0 or epoch == cfg.vqvae_train.epochs:
+            save_reconstructions(model, show, device, os.path.join(results_dir, f"recon_epoch{epoch:03d}.png"))
+        training.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, "loss.png"),
+                             "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
+        model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        atomic_save({"kind": "vqvae", "config": config.to_dict(cfg.vqvae), "model": model_cpu,
+                     "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
+                     "train_seconds": elapsed, "run_config": run_cfg, "metrics": val,
+                     "tokenizer_id": tokenizer_fingerprint(model)}, ckpt_path)
+    print(f"checkpoint: {ckpt_path}\nreconstructions and curves: {results_dir}/")
+
+
+if __name__ == "__main__":
+    main()
