@@ -170,7 +170,8 @@ def validate(cfg):
         (v.grid_size in grids, f"vqvae.grid_size={v.grid_size} cannot be reached from {IMAGE_SIZE}x{IMAGE_SIZE}; "
                                f"choose one of {grids}"),
         (v.num_codebooks >= 1, f"vqvae.num_codebooks must be at least 1 (got {v.num_codebooks})"),
-        (v.codebook_size >= 2, f"vqvae.codebook_size must be at least 2 (got {v.codebook_size})"),
+        (2 <= v.codebook_size <= 32768, f"vqvae.codebook_size must be in [2, 32768] (got {v.codebook_size}); "
+                                         "the token cache stores int16"),
         (v.code_dim >= 1, f"vqvae.code_dim must be at least 1 (got {v.code_dim})"),
         (len(v.channels) == 3 and min(v.channels) >= 1, "vqvae.channels needs three positive widths, e.g. (32,64,128)"),
         (0.0 < v.ema_decay < 1.0, f"vqvae.ema_decay must be in (0, 1) (got {v.ema_decay})"),
@@ -179,6 +180,13 @@ def validate(cfg):
         (0.0 <= g.dropout < 1.0 and 0.0 <= g.class_dropout <= 1.0, "gpt.dropout and gpt.class_dropout must be in [0, 1)"),
         (cfg.sample.temperature > 0, f"sample.temperature must be positive (got {cfg.sample.temperature})"),
         (cfg.sample.top_k >= 0, f"sample.top_k must be 0 (off) or positive (got {cfg.sample.top_k})"),
+        (len(cfg.sample.temperatures) > 0 and min(cfg.sample.temperatures) > 0,
+         f"sample.temperatures must be positive (got {cfg.sample.temperatures})"),
+        (cfg.sample.cfg_scale > 0, f"sample.cfg_scale must be positive (got {cfg.sample.cfg_scale})"),
+        (cfg.sample.batch_size >= 1 and cfg.sample.per_class >= 1,
+         "sample.batch_size and sample.per_class must be at least 1"),
+        (cfg.data.train_limit >= 0 and cfg.data.test_limit >= 0,
+         "data.train_limit and data.test_limit must be 0 (all) or positive"),
         (cfg.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps (got {cfg.device!r})"),
         (cfg.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16 (got {cfg.amp!r})"),
         (cfg.data.dataset == "mnist", f"data.dataset={cfg.data.dataset!r} is not supported yet; use mnist"),
@@ -227,7 +235,8 @@ def parse_config(parser, argv=None):
     try:
         cfg = build_config(args.preset, args.overrides, args.seed, args.device)
     except ConfigError as e:
-        sys.exit(f"config error: {e}")
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
     return args, cfg
 
 

@@ -34,11 +34,18 @@ class MultiCodebookQuantizer(nn.Module):
         return z_BCHW.float().reshape(B, self.K, self.D, H, W).permute(1, 0, 3, 4, 2).reshape(self.K, B * H * W, self.D)
 
     def nearest_codes(self, z_KND):
-        """Index of the closest code (squared Euclidean) for every vector: (K, N)."""
-        dist_KNV = (z_KND.pow(2).sum(-1, keepdim=True)
-                    - 2 * torch.bmm(z_KND, self.codebook_KVD.transpose(1, 2))
-                    + self.codebook_KVD.pow(2).sum(-1).unsqueeze(1))
-        return dist_KNV.argmin(-1)
+        """Index of the closest code (squared Euclidean) for every vector: (K, N).
+
+        Always in float32, also under autocast: half-precision distances would pick other codes than the float32
+        pass that builds the token cache."""
+        with torch.autocast(z_KND.device.type, enabled=False):
+            return self._distances(z_KND).argmin(-1)
+
+    def _distances(self, z_KND):
+        """||z||^2 - 2 z.e + ||e||^2 for every vector and code: (K, N, V)."""
+        return (z_KND.pow(2).sum(-1, keepdim=True)
+                - 2 * torch.bmm(z_KND, self.codebook_KVD.transpose(1, 2))
+                + self.codebook_KVD.pow(2).sum(-1).unsqueeze(1))
 
     def quantize(self, z_BCHW):
         """Latent -> token grid idx_BHWK."""
@@ -54,8 +61,13 @@ class MultiCodebookQuantizer(nn.Module):
 
     # --- training ---------------------------------------------------------------------------------------------
     def forward(self, z_BCHW):
-        """Returns (straight-through q_BCHW, idx_BHWK, commitment loss, per-codebook perplexity (K,))."""
-        z_BCHW = z_BCHW.float()
+        """Returns (straight-through q_BCHW, idx_BHWK, commitment loss, per-codebook perplexity (K,)).
+
+        Runs in float32 even under autocast (codebook statistics and distances need the precision)."""
+        with torch.autocast(z_BCHW.device.type, enabled=False):
+            return self._forward_fp32(z_BCHW.float())
+
+    def _forward_fp32(self, z_BCHW):
         if self.training and not bool(self.initialized):
             self._init_from(self._split(z_BCHW.detach()))
         idx_BHWK = self.quantize(z_BCHW.detach())

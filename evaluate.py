@@ -1,0 +1,265 @@
+"""Quality figures for generated digits, computed with the repo's own MNIST classifier.
+
+    python evaluate.py --train-classifier                 # (re)build checkpoints/classifier.pt (~99.4% test acc.)
+    python evaluate.py samples.npz                        # score an npz from generator.py --save
+    python evaluate.py --n 10000 --temperature 1.0        # draw from checkpoints/gpt.pt + vqvae.pt, then score
+    python evaluate.py samples.npz --json                 # one JSON line instead of the table
+
+Metrics, all in the classifier's 128-d penultimate feature space, against the MNIST test set:
+  FID   Frechet distance between Gaussian fits (Heusel et al. 2017), the classifier standing in for Inception
+  KID   unbiased squared MMD with the cubic polynomial kernel (Binkowski et al. 2018), x1000
+  precision / recall   k-NN manifold estimates, k=3 (Kynkaanniemi et al. 2019)
+  accuracy   share of samples the classifier reads as the digit they were conditioned on
+  confidence, class entropy   mean max-softmax, and entropy (bits) of the predicted-class histogram (log2 10 = 3.32)
+Reference rows give the numbers meaning: real training digits (the floor) and VQ-VAE reconstructions of the test
+set (the best any prior on this tokenizer can do).
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import config
+import data
+from checkpoint import CheckpointError, atomic_save, default_path, load_checkpoint, load_pair, load_vqvae
+from models import device as devices
+from models.classifier import MNISTClassifier
+
+
+class SampleFileError(ValueError):
+    """An npz that is not a generator.py --save file; scripts print its message as one line."""
+
+
+# --- the metrics (pure functions on feature arrays) --------------------------------------------------------------
+
+def frechet_distance(feats_a, feats_b):
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2), computed in float64 through symmetric eigenproblems."""
+    a, b = torch.as_tensor(feats_a, dtype=torch.float64), torch.as_tensor(feats_b, dtype=torch.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    w, V = torch.linalg.eigh(cov_a)
+    sqrt_a = V @ torch.diag(w.clamp_min(0).sqrt()) @ V.T
+    # Tr (S_a S_b)^1/2 = Tr (S_a^1/2 S_b S_a^1/2)^1/2, and the latter matrix is symmetric PSD
+    tr_sqrt = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt)
+
+
+def kernel_inception_distance(feats_a, feats_b, subsets=10, subset_size=1000, seed=0):
+    """Mean over random subsets of the unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3."""
+    a, b = torch.as_tensor(feats_a, dtype=torch.float64), torch.as_tensor(feats_b, dtype=torch.float64)
+    d, m = a.shape[1], min(subset_size, len(a), len(b))
+    rng = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(subsets):
+        x = a[torch.randperm(len(a), generator=rng)[:m]]
+        y = b[torch.randperm(len(b), generator=rng)[:m]]
+        k_xx, k_yy, k_xy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+        mmd = ((k_xx.sum() - k_xx.diag().sum()) / (m * (m - 1)) + (k_yy.sum() - k_yy.diag().sum()) / (m * (m - 1))
+               - 2 * k_xy.mean())
+        values.append(float(mmd))
+    return float(np.mean(values))
+
+
+def _knn_radii(feats, k, chunk=2000):
+    """Distance from every point to its k-th nearest neighbour within the same set (itself excluded)."""
+    radii = []
+    for i in range(0, len(feats), chunk):
+        dist = torch.cdist(feats[i:i + chunk], feats)
+        radii.append(dist.kthvalue(k + 1, dim=1).values)  # k+1: the point itself is at distance 0
+    return torch.cat(radii)
+
+
+def _inside_manifold(queries, support, radii, chunk=2000):
+    """Share of queries that fall within the k-NN ball of at least one support point."""
+    inside = 0
+    for i in range(0, len(queries), chunk):
+        dist = torch.cdist(queries[i:i + chunk], support)
+        inside += (dist <= radii[None]).any(1).sum().item()
+    return inside / len(queries)
+
+
+def precision_recall(real, fake, k=3):
+    """Improved precision (fake inside the real manifold) and recall (real inside the fake manifold)."""
+    real, fake = torch.as_tensor(real, dtype=torch.float32), torch.as_tensor(fake, dtype=torch.float32)
+    precision = _inside_manifold(fake, real, _knn_radii(real, k))
+    recall = _inside_manifold(real, fake, _knn_radii(fake, k))
+    return precision, recall
+
+
+# --- the classifier -----------------------------------------------------------------------------------------------
+
+def train_classifier(cfg, path, epochs=4, batch_size=128):
+    """Train the feature network once on MNIST train (random +-2 px shifts), report test accuracy, save atomically."""
+    devices.seed_everything(cfg.seed)
+    device = devices.pick_device(cfg.device)
+    train_images, train_labels = data.load_split(cfg.data, train=True)
+    test_images, test_labels = data.load_split(cfg.data, train=False)
+    model = MNISTClassifier().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    total = epochs * math.ceil(len(train_images) / batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=total)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        rng = torch.Generator().manual_seed(cfg.seed + epoch)
+        for batch in tqdm(data.batch_indices(len(train_images), batch_size, rng), desc=f"classifier epoch {epoch}",
+                          leave=False):
+            x = data.to_model_range(train_images[batch])
+            shift = torch.randint(-2, 3, (2,), generator=rng).tolist()
+            x = torch.roll(F.pad(x, (2, 2, 2, 2), value=-1.0), shifts=shift, dims=(2, 3))[..., 2:30, 2:30]
+            loss = F.cross_entropy(model(x.to(device))[0], train_labels[batch].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        accuracy = classify(model, test_images, device)[0].argmax(1).eq(test_labels).float().mean().item()
+        print(f"classifier epoch {epoch}: test accuracy {accuracy:.4f}")
+    atomic_save({"kind": "classifier", "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                 "test_accuracy": accuracy}, path)
+    print(f"classifier: {path} (test accuracy {accuracy:.2%})")
+    return model.eval()
+
+
+def load_classifier(path, device):
+    ckpt = load_checkpoint(path, "classifier", hint="; build it with: python evaluate.py --train-classifier")
+    model = MNISTClassifier()
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def classify(model, images_uint8, device, batch_size=1000):
+    """(softmax probabilities N x 10, features N x 128) for uint8 images."""
+    model.eval()
+    probs, feats = [], []
+    for i in range(0, len(images_uint8), batch_size):
+        logits, f = model(data.to_model_range(images_uint8[i:i + batch_size]).to(device))
+        probs.append(logits.softmax(1).cpu())
+        feats.append(f.cpu())
+    return torch.cat(probs), torch.cat(feats)
+
+
+# --- reports ------------------------------------------------------------------------------------------------------
+
+def read_samples(path):
+    """images (uint8 N x 1 x 28 x 28) and labels (int64 N) from a generator.py --save file, checked."""
+    if not os.path.exists(path):
+        raise SampleFileError(f"no sample file at {path}; make one with: python generator.py --n 10000 --save {path}")
+    try:
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as e:
+        raise SampleFileError(f"{path} is not a readable npz ({str(e).splitlines()[0][:100]})") from None
+    missing = {"images", "labels"} - set(arrays)
+    if missing:
+        raise SampleFileError(f"{path} lacks the array(s) {', '.join(sorted(missing))}; expected images and labels")
+    images, labels = arrays["images"], arrays["labels"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (1, 28, 28):
+        raise SampleFileError(f"{path}: images must be uint8 of shape N x 1 x 28 x 28 (got {images.dtype} "
+                              f"{images.shape})")
+    if labels.dtype != np.int64 or labels.shape != (len(images),):
+        raise SampleFileError(f"{path}: labels must be int64 of shape ({len(images)},) (got {labels.dtype} "
+                              f"{labels.shape})")
+    return torch.from_numpy(images[:, 0]), torch.from_numpy(labels)
+
+
+def score(classifier, images_uint8, labels, reference_feats, device):
+    """All metrics of one image set against the reference (test-set) features."""
+    probs, feats = classify(classifier, images_uint8, device)
+    predicted = probs.argmax(1)
+    hist = torch.bincount(predicted, minlength=10).float() / len(predicted)
+    conditioned = labels >= 0
+    precision, recall = precision_recall(reference_feats, feats)
+    return {
+        "n": len(images_uint8),
+        "fid": frechet_distance(feats, reference_feats),
+        "kid_x1000": 1000 * kernel_inception_distance(feats, reference_feats),
+        "precision": precision, "recall": recall,
+        "accuracy": predicted[conditioned].eq(labels[conditioned]).float().mean().item() if conditioned.any() else None,
+        "confidence": probs.max(1).values.mean().item(),
+        "class_entropy_bits": float(-(hist * hist.clamp_min(1e-12).log2()).sum()),
+        "class_histogram": [round(h, 4) for h in hist.tolist()],
+    }
+
+
+@torch.no_grad()
+def reconstructions(vqvae, images_uint8, device, batch_size=1000):
+    out = [data.to_uint8(vqvae.decode(vqvae.encode(data.to_model_range(images_uint8[i:i + batch_size]).to(device)))
+                         ).cpu()[:, 0] for i in range(0, len(images_uint8), batch_size)]
+    return torch.cat(out)
+
+
+def print_table(rows):
+    columns = ("n", "fid", "kid_x1000", "precision", "recall", "accuracy", "confidence", "class_entropy_bits")
+    print(f"{'set':<34}" + "".join(f"{c:>12}" for c in columns))
+    for name, row in rows.items():
+        cells = "".join(f"{row[c]:>12}" if isinstance(row[c], int) else
+                        (f"{row[c]:>12.4f}" if row[c] is not None else f"{'-':>12}") for c in columns)
+        print(f"{name:<34}{cells}")
+
+
+def main(argv=None):
+    parser = config.make_parser("Score generated digits with the repo's MNIST classifier.")
+    parser.add_argument("samples", nargs="?", help="npz from generator.py --save (omit to draw from checkpoints)")
+    parser.add_argument("--train-classifier", action="store_true", help="(re)train checkpoints/classifier.pt")
+    parser.add_argument("--n", type=int, default=10_000, help="samples to draw when no npz is given")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature when drawing")
+    parser.add_argument("--prior", default=None, help="prior checkpoint (default: checkpoints/gpt.pt)")
+    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    args, cfg = config.parse_config(parser, argv)
+    try:
+        report = evaluate(cfg, args)
+    except (CheckpointError, SampleFileError, data.DataError) as e:
+        sys.exit(f"error: {e}")
+    if report is not None:
+        print(json.dumps(report)) if args.json else print_table(report["rows"])
+
+
+def evaluate(cfg, args):
+    device = devices.pick_device(cfg.device)
+    classifier_path = default_path(cfg, "classifier")
+    if args.train_classifier:
+        train_classifier(cfg, classifier_path)
+        if not args.samples and not args.prior:
+            return None
+    classifier = load_classifier(classifier_path, device)
+    test_images, _ = data.load_split(cfg.data, train=False)
+    _, test_feats = classify(classifier, test_images, device)
+    vqvae_path = args.vqvae or default_path(cfg, "vqvae")
+    rows, info = {}, {"device": str(device)}
+    if args.samples:
+        images, labels = read_samples(args.samples)
+        name = os.path.basename(args.samples)
+    else:
+        from generator import class_ids, draw_images
+        prior, vqvae, _ = load_pair(args.prior or default_path(cfg, "gpt"), vqvae_path, device)
+        temperature = cfg.sample.temperature if args.temperature is None else args.temperature
+        classes, labels = class_ids(args.n, prior, unconditional=False)
+        t0 = time.time()
+        images = data.to_uint8(draw_images(prior, vqvae, classes, device, devices.amp_dtype(device, cfg.amp),
+                                           temperature, cfg.sample.top_k, cfg.sample.cfg_scale,
+                                           cfg.sample.batch_size, cfg.seed, progress=True))[:, 0]
+        info["sampling_images_per_s"] = args.n / (time.time() - t0)
+        name = f"samples (T={temperature})"
+    n = len(images)
+    if not args.no_reference:
+        train_images, train_labels = data.load_split(cfg.data, train=True)
+        rows["real train (floor)"] = score(classifier, train_images[:n], train_labels[:n], test_feats, device)
+        if os.path.exists(vqvae_path):
+            vqvae, _ = load_vqvae(vqvae_path, device)
+            test_recon = reconstructions(vqvae, test_images[:n], device)
+            rows["VQ-VAE recon of test (ceiling)"] = score(classifier, test_recon, data.load_split(
+                cfg.data, train=False)[1][:n], test_feats, device)
+    rows[name] = score(classifier, images, labels, test_feats, device)
+    return {"rows": rows, **info}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Config: presets, --set overrides (typed parsing), validation errors, and the one-line error of the scripts."""
+import subprocess
+import sys
+
+import pytest
+
+import config
+from config import ConfigError, build_config
+
+
+def test_defaults_and_tiny_preset():
+    cfg = build_config()
+    assert cfg.vqvae.grid_size == 4 and cfg.vqvae.num_codebooks == 1
+    tiny = build_config("tiny")
+    assert tiny.vqvae.channels == (8, 16, 16) and tiny.gpt.d_model == 32 and tiny.data.train_limit == 512
+
+
+def test_named_presets_set_the_grid():
+    cfg = build_config("mnist_2x2x2")
+    assert (cfg.vqvae.grid_size, cfg.vqvae.num_codebooks) == (2, 2)
+    assert build_config("mnist_7x7x1").vqvae.grid_size == 7
+
+
+def test_overrides_come_after_the_preset_and_flags_after_overrides():
+    cfg = build_config("mnist_2x2x2", ["vqvae.grid_size=7", "seed=3"], seed=11, device="cpu")
+    assert cfg.vqvae.grid_size == 7 and cfg.vqvae.num_codebooks == 2
+    assert cfg.seed == 11 and cfg.device == "cpu"
+
+
+def test_overrides_parse_to_the_field_type():
+    cfg = build_config("tiny", ["vqvae.channels=(4, 8,12)", "sample.temperatures=[0.5,1]", "vqvae_train.lr=1e-3",
+                                "gpt.n_layer=3", "data.root=/some/where", "amp=off"])
+    assert cfg.vqvae.channels == (4, 8, 12) and all(type(c) is int for c in cfg.vqvae.channels)
+    assert cfg.sample.temperatures == (0.5, 1.0) and all(type(t) is float for t in cfg.sample.temperatures)
+    assert cfg.vqvae_train.lr == 1e-3 and type(cfg.gpt.n_layer) is int and cfg.gpt.n_layer == 3
+    assert cfg.data.root == "/some/where" and cfg.amp == "off"
+
+
+def test_bool_values_parse():
+    # no field of Config is a bool yet, so the parser is checked directly
+    for text, value in [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)]:
+        assert config._parse_value(text, False) is value
+    with pytest.raises(ConfigError):
+        config._parse_value("yes", True)
+
+
+def test_overrides_do_not_leak_between_configs():
+    build_config("tiny", ["vqvae.channels=(1,2,3)"])
+    assert build_config("tiny").vqvae.channels == (8, 16, 16)
+    assert config.Config().vqvae.channels == (16, 32, 64)
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("vqvae.grid_size=5", "grid_size=5"),
+    ("vqvae.grid_size=28", "grid_size=28"),
+    ("vqvae.num_codebooks=0", "num_codebooks"),
+    ("vqvae.codebook_size=1", "codebook_size"),
+    ("vqvae.channels=(8,16)", "channels"),
+    ("vqvae.ema_decay=1.0", "ema_decay"),
+    ("vqvae_train.lr=-1", "vqvae_train.lr"),
+    ("gpt_train.lr=0", "gpt_train.lr"),
+    ("gpt_train.epochs=0", "gpt_train.epochs"),
+    ("gpt.d_model=33", "divisible"),
+    ("gpt.dropout=1.0", "dropout"),
+    ("sample.temperature=0", "temperature"),
+    ("sample.top_k=-1", "top_k"),
+    ("device=tpu", "device"),
+    ("amp=fp8", "amp"),
+    ("data.dataset=cifar", "dataset"),
+])
+def test_invalid_values_raise_config_error(override, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        build_config("tiny", [override])
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_grid_error_lists_the_reachable_sizes():
+    with pytest.raises(ConfigError, match=r"\[14, 7, 4, 2, 1\]"):
+        build_config(overrides=["vqvae.grid_size=5"])
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("vqvae.no_such_field=1", "unknown config field"),
+    ("nosection.grid_size=1", "unknown config section"),
+    ("vqvae=1", "is a section"),
+    ("vqvae.grid_size", "must look like"),
+    ("vqvae.grid_size=four", "cannot read 'four' as int"),
+    ("vqvae.grid_size=4.0", "cannot read"),
+    ("vqvae_train.lr=fast", "cannot read"),
+    ("vqvae.channels=(8,x,16)", "cannot read"),
+])
+def test_bad_overrides_raise_config_error(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        build_config("tiny", [override])
+
+
+def test_unknown_preset_raises_config_error():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        build_config("huge")
+
+
+def test_reachable_grid_sizes():
+    assert config.reachable_grid_sizes() == [14, 7, 4, 2, 1]
+    assert config.reachable_grid_sizes(8) == [4, 2, 1]
+
+
+def test_from_dict_restores_tuples_and_ignores_unknown_keys():
+    cfg = build_config("tiny").vqvae
+    values = {**config.to_dict(cfg), "channels": list(cfg.channels), "removed_field": 1}
+    assert config.from_dict(config.VQVAEConfig, values) == cfg
+
+
+def test_script_prints_one_line_config_error_and_exits_nonzero(repo_root):
+    result = subprocess.run([sys.executable, "vqvae_train.py", "--set", "vqvae.grid_size=5"], cwd=repo_root,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("config error:") and "grid_size=5" in lines[0]
+    assert "Traceback" not in result.stderr

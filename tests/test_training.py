@@ -1,0 +1,41 @@
+"""Shared training helpers: the learning-rate schedule, per-epoch RNG, and the --resume config check."""
+import math
+
+import pytest
+import torch
+
+import training
+from checkpoint import CheckpointError, atomic_save
+
+
+def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    lr = lambda step: training.lr_at(step, total_steps=110, base_lr=1.0, warmup_steps=10, min_ratio=0.1)
+    assert lr(0) == pytest.approx(0.1) and lr(4) == pytest.approx(0.5) and lr(9) == pytest.approx(1.0)
+    assert lr(10) == pytest.approx(1.0)
+    assert lr(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
+    assert lr(110) == pytest.approx(0.1) and lr(500) == pytest.approx(0.1)
+    values = [lr(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_lr_without_warmup_starts_at_base():
+    assert training.lr_at(0, 100, 2e-3) == pytest.approx(2e-3)
+    assert training.lr_at(50, 100, 2e-3, min_ratio=0.0) == pytest.approx(1e-3 * (1 + math.cos(math.pi / 2)))
+
+
+def test_epoch_generator_is_deterministic_and_differs_by_epoch():
+    a = torch.randperm(20, generator=training.epoch_generator(0, 1))
+    assert torch.equal(a, torch.randperm(20, generator=training.epoch_generator(0, 1)))
+    assert not torch.equal(a, torch.randperm(20, generator=training.epoch_generator(0, 2)))
+
+
+def test_resume_state_accepts_the_same_config_and_names_what_differs(tmp_path, tiny_cfg):
+    run_cfg = training.run_config(tiny_cfg, "data", "gpt", "gpt_train")
+    path = str(tmp_path / "gpt.pt")
+    atomic_save({"kind": "gpt", "run_config": run_cfg, "epoch": 3}, path)
+    assert training.resume_state(path, "gpt", run_cfg)["epoch"] == 3
+    tiny_cfg.gpt.n_layer = 2
+    with pytest.raises(CheckpointError, match=r"differs in: gpt\)"):
+        training.resume_state(path, "gpt", training.run_config(tiny_cfg, "data", "gpt", "gpt_train"))
+    with pytest.raises(CheckpointError, match="drop --resume"):
+        training.resume_state(str(tmp_path / "missing.pt"), "gpt", run_cfg)

@@ -1,0 +1,66 @@
+"""VQ-VAE: shapes for every reachable grid and codebook count, and decode(encode(x)) == the training reconstruction."""
+import pytest
+import torch
+
+import config
+from models.vqvae import VQVAE, down_sizes
+
+
+def tiny_vqvae(grid_size=4, num_codebooks=1):
+    cfg = config.build_config("tiny", [f"vqvae.grid_size={grid_size}", f"vqvae.num_codebooks={num_codebooks}"])
+    torch.manual_seed(0)
+    return VQVAE(cfg.vqvae)
+
+
+def test_down_sizes_follow_ceil_halving():
+    assert down_sizes(7) == [28, 14, 7]
+    assert down_sizes(4) == [28, 14, 7, 4]
+    assert down_sizes(2) == [28, 14, 7, 4, 2]
+
+
+@pytest.mark.parametrize("num_codebooks", [1, 2])
+@pytest.mark.parametrize("grid_size", config.reachable_grid_sizes())  # 14, 7, 4, 2, 1
+def test_encode_and_decode_shapes(grid_size, num_codebooks):
+    model = tiny_vqvae(grid_size, num_codebooks).eval()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    idx = model.encode(x)
+    assert model.grid_shape == (grid_size, grid_size, num_codebooks)
+    assert idx.shape == (3, grid_size, grid_size, num_codebooks)
+    assert idx.min() >= 0 and idx.max() < model.cfg.codebook_size
+    assert model.decode(idx).shape == (3, 1, 28, 28)
+    recon, idx_train, commitment, perplexity = model.train()(x)
+    assert recon.shape == (3, 1, 28, 28)
+    assert idx_train.shape == idx.shape and perplexity.shape == (num_codebooks,)
+
+
+@pytest.mark.parametrize("grid_size,num_codebooks", [(7, 1), (4, 2), (2, 2)])
+def test_decode_of_encode_equals_training_forward_in_eval_mode(grid_size, num_codebooks):
+    model = tiny_vqvae(grid_size, num_codebooks)
+    model.train()(torch.rand(8, 1, 28, 28) * 2 - 1)  # one training pass: codebooks initialised from the data
+    model.eval()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    recon, idx, _, _ = model(x)
+    assert torch.equal(model.encode(x), idx)
+    assert torch.allclose(model.decode(model.encode(x)), recon, atol=1e-5)
+
+
+def test_gradients_reach_encoder_and_decoder_but_not_codebooks():
+    model = tiny_vqvae(4, 2).train()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    recon, _, commitment, _ = model(x)
+    (torch.nn.functional.mse_loss(recon, x) + commitment).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    assert not any(b.requires_grad for b in model.quantizer.buffers())
+
+
+def test_different_codebooks_read_different_latent_channels():
+    model = tiny_vqvae(4, 2).eval()
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    idx = model.encode(x)
+    changed = idx.clone()
+    changed[..., 1] = (changed[..., 1] + 1) % model.cfg.codebook_size
+    q0, q1 = model.quantizer.lookup(idx), model.quantizer.lookup(changed)
+    D = model.cfg.code_dim
+    assert torch.equal(q0[:, :D], q1[:, :D])          # codebook 0's channels untouched
+    assert not torch.equal(q0[:, D:], q1[:, D:])      # codebook 1's channels changed
