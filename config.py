@@ -69,14 +69,14 @@ class GPTConfig:
 
 @dataclass
 class GPTTrainConfig:
-    epochs: int = 10
+    epochs: int = 5
     batch_size: int = 256
     lr: float = 2e-3
     min_lr_ratio: float = 0.05     # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 200
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    sample_every: int = 2          # epochs between sample grids
+    sample_every: int = 1          # epochs between sample grids
 
 
 @dataclass
