@@ -7,7 +7,8 @@
 
 Metrics, all in the classifier's 128-d penultimate feature space, against the MNIST test set:
   FID   Frechet distance between Gaussian fits (Heusel et al. 2017), the classifier standing in for Inception
-  KID   unbiased squared MMD with the cubic polynomial kernel (Binkowski et al. 2018), x1000
+  KID   unbiased squared MMD with the cubic polynomial kernel (Binkowski et al. 2018), x1000, on features divided
+        by the test set's RMS feature value
   precision / recall   k-NN manifold estimates, k=3 (Kynkaanniemi et al. 2019)
   accuracy   share of samples the classifier reads as the digit they were conditioned on
   confidence, class entropy   mean max-softmax, and entropy (bits) of the predicted-class histogram (log2 10 = 3.32)
@@ -30,6 +31,9 @@ import data
 from checkpoint import CheckpointError, atomic_save, default_path, load_checkpoint, load_pair, load_vqvae
 from models import device as devices
 from models.classifier import MNISTClassifier
+
+
+MIN_SAMPLES = 4  # precision/recall need each point's 3 nearest neighbours
 
 
 class SampleFileError(ValueError):
@@ -165,6 +169,9 @@ def read_samples(path):
     if labels.dtype != np.int64 or labels.shape != (len(images),):
         raise SampleFileError(f"{path}: labels must be int64 of shape ({len(images)},) (got {labels.dtype} "
                               f"{labels.shape})")
+    if len(images) < MIN_SAMPLES:
+        raise SampleFileError(f"{path} holds {len(images)} samples; scoring needs at least {MIN_SAMPLES} (k=3 nearest "
+                              f"neighbours); make more with: python generator.py --n 10000 --save {path}")
     return torch.from_numpy(images[:, 0]), torch.from_numpy(labels)
 
 
@@ -175,14 +182,17 @@ def score(classifier, images_uint8, labels, reference_feats, device):
     hist = torch.bincount(predicted, minlength=10).float() / len(predicted)
     conditioned = labels >= 0
     precision, recall = precision_recall(reference_feats, feats)
+    # The cubic kernel assumes features of order one (as Inception's are); ours are unbounded ReLU activations, so
+    # both sets are divided by one fixed number, the reference set's RMS feature value.
+    scale = reference_feats.pow(2).mean().sqrt()
     return {
         "n": len(images_uint8),
         "fid": frechet_distance(feats, reference_feats),
-        "kid_x1000": 1000 * kernel_inception_distance(feats, reference_feats),
+        "kid_x1000": 1000 * kernel_inception_distance(feats / scale, reference_feats / scale),
         "precision": precision, "recall": recall,
         "accuracy": predicted[conditioned].eq(labels[conditioned]).float().mean().item() if conditioned.any() else None,
         "confidence": probs.max(1).values.mean().item(),
-        "class_entropy_bits": float(-(hist * hist.clamp_min(1e-12).log2()).sum()),
+        "class_entropy_bits": float(-(hist * hist.clamp_min(1e-12).log2()).sum()) + 0.0,  # + 0.0: no "-0.0"
         "class_histogram": [round(h, 4) for h in hist.tolist()],
     }
 
@@ -214,6 +224,8 @@ def main(argv=None):
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args, cfg = config.parse_config(parser, argv)
+    if args.n < MIN_SAMPLES:
+        sys.exit(f"error: --n must be at least {MIN_SAMPLES} (got {args.n})")
     try:
         report = evaluate(cfg, args)
     except (CheckpointError, SampleFileError, data.DataError) as e:
@@ -229,13 +241,14 @@ def evaluate(cfg, args):
         train_classifier(cfg, classifier_path)
         if not args.samples and not args.prior:
             return None
+    samples = read_samples(args.samples) if args.samples else None  # a bad file is reported before any work
     classifier = load_classifier(classifier_path, device)
     test_images, _ = data.load_split(cfg.data, train=False)
     _, test_feats = classify(classifier, test_images, device)
     vqvae_path = args.vqvae or default_path(cfg, "vqvae")
     rows, info = {}, {"device": str(device)}
-    if args.samples:
-        images, labels = read_samples(args.samples)
+    if samples is not None:
+        images, labels = samples
         name = os.path.basename(args.samples)
     else:
         from generator import class_ids, draw_images
