@@ -53,6 +53,7 @@ class VQVAETrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     sample_every: int = 1           # epochs between reconstruction PNGs
+    snapshot_steps: tuple = (20, 100)  # also save reconstructions after these first steps (the blurry start)
     num_show: int = 16              # images in each reconstruction PNG
 
 
@@ -83,7 +84,7 @@ class GPTTrainConfig:
 class SampleConfig:
     temperature: float = 1.0
     top_k: int = 0                 # 0 = no top-k filtering
-    cfg_scale: float = 1.0         # classifier-free guidance; 1.0 = plain conditional sampling
+    cfg_scale: float = 1.5         # classifier-free guidance: uncond + s * (cond - uncond); 1.0 = plain conditional
     batch_size: int = 1000
     temperatures: tuple = (0.1, 0.25, 0.33, 0.5, 0.75, 1.0, 2.0)  # generator.py's sweep, as in the write-up
     per_class: int = 10            # columns per digit row in sample grids

@@ -73,9 +73,11 @@ def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, cfg, epoch, devic
 
 
 def save_sample_grid(model, vqvae, cfg, device, dtype, path):
-    """One row per digit 0-9 at temperature 1.0, from a fixed seed so grids of different epochs compare."""
+    """One row per digit 0-9 at temperature 1.0 (and the configured guidance), from a fixed seed so grids of
+    different epochs compare."""
     classes = torch.arange(10).repeat_interleave(cfg.sample.per_class)
-    images = draw_images(model, vqvae, classes, device, dtype, temperature=1.0, seed=cfg.seed)
+    images = draw_images(model, vqvae, classes, device, dtype, temperature=1.0, cfg_scale=cfg.sample.cfg_scale,
+                         seed=cfg.seed)
     training.save_image_grid(images, path, nrow=cfg.sample.per_class)
 
 

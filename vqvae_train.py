@@ -55,7 +55,8 @@ def save_reconstructions(model, images_uint8, device, path):
     training.save_image_grid(torch.cat([x.cpu(), recon]), path, nrow=len(x))
 
 
-def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps):
+def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps, snapshot):
+    """One pass over the data; snapshot(step) saves reconstructions at the configured early steps."""
     model.train()
     tc = cfg.vqvae_train
     batches = data.batch_indices(len(images_uint8), tc.batch_size, training.epoch_generator(cfg.seed, epoch))
@@ -73,6 +74,9 @@ def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtyp
         scaler.step(optimizer)
         scaler.update()
         step += 1
+        if step in tc.snapshot_steps:
+            snapshot(step)
+            model.train()
         sums["loss"] += loss.item()
         sums["mse"] += mse.item() / 4
         sums["perplexity"] += perplexity_K.mean().item()
@@ -117,10 +121,14 @@ def train(cfg, resume=False):
     steps_per_epoch = len(data.batch_indices(len(train_images), cfg.vqvae_train.batch_size, shuffle=False))
     total_steps, step = cfg.vqvae_train.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
     show = test_images[:cfg.vqvae_train.num_show]
+
+    def snapshot(at_step):
+        save_reconstructions(model, show, device, os.path.join(results_dir, f"recon_step{at_step:05d}.png"))
+
     for epoch in range(start_epoch, cfg.vqvae_train.epochs + 1):
         t0 = time.time()
         train_stats, step = train_epoch(model, optimizer, scaler, train_images, cfg, epoch, device, dtype, step,
-                                        total_steps)
+                                        total_steps, snapshot)
         elapsed += time.time() - t0
         val = evaluate(model, test_images, device, dtype)
         history.append({"epoch": epoch, **train_stats, "val_mse": val["val_mse"],

@@ -341,7 +341,8 @@ def test_print_table_shows_a_dash_for_missing_accuracy(scored_setup, capsys):
 # --- the CLI ------------------------------------------------------------------------------------------------------
 
 def test_cli_without_a_classifier_fails_with_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "evaluate.py", str(tmp_path / "missing.npz"), "--preset", "tiny",
+    np.savez(tmp_path / "samples.npz", images=np.zeros((8, 1, 28, 28), np.uint8), labels=np.arange(8, dtype=np.int64))
+    result = subprocess.run([sys.executable, "evaluate.py", str(tmp_path / "samples.npz"), "--preset", "tiny",
                              "--device", "cpu", "--set", f"checkpoint_dir={tmp_path / 'ck'}"],
                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
