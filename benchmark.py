@@ -41,15 +41,17 @@ def timed(fn, repeats, warmup=1):
     return statistics.median(seconds), (min(seconds), max(seconds))
 
 
-def sampling_speed(prior, vqvae, device, dtype, batch_sizes, repeats):
-    """images/s of the full sampler (tokens + decoding) per batch size, KV cache on and off."""
+def sampling_speed(prior, vqvae, device, dtype, batch_sizes, repeats, cfg_scale=1.0):
+    """images/s of the full sampler (tokens + decoding) per batch size, KV cache on and off.
+
+    With guidance (cfg_scale != 1) every image costs two sequences, a conditional and an unconditional one."""
     rows = []
     for batch in batch_sizes:
         row = {"batch": batch}
         for use_cache in (True, False):
             classes = torch.arange(batch) % 10
-            median, (lo, hi) = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, batch_size=batch,
-                                                         use_cache=use_cache), repeats)
+            median, (lo, hi) = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, cfg_scale=cfg_scale,
+                                                         batch_size=batch, use_cache=use_cache), repeats)
             key = "kv" if use_cache else "no_kv"
             row[key] = batch / median
             row[key + "_spread"] = (batch / hi, batch / lo)
@@ -170,11 +172,13 @@ def run(cfg, args, argv):
     print(machine)
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    sampling = sampling_speed(prior, vqvae, device, dtype, batch_sizes, args.repeats)
-    for row in sampling:
-        print(f"sampling batch {row['batch']:>5}: KV cache {row['kv']:8.1f} images/s, without {row['no_kv']:8.1f} "
-              f"images/s, speedup x{row['kv'] / row['no_kv']:.2f}")
-    first_image_s = next(r["kv_seconds"] for r in sampling if r["batch"] == min(batch_sizes))
+    sampling = {scale: sampling_speed(prior, vqvae, device, dtype, batch_sizes, args.repeats, scale)
+                for scale in sorted({1.0, cfg.sample.cfg_scale})}
+    for scale, rows in sampling.items():
+        for row in rows:
+            print(f"sampling cfg {scale}, batch {row['batch']:>5}: KV cache {row['kv']:8.1f} images/s, without "
+                  f"{row['no_kv']:8.1f} images/s, speedup x{row['kv'] / row['no_kv']:.2f}")
+    first_image_s = next(r["kv_seconds"] for r in sampling[1.0] if r["batch"] == min(batch_sizes))
     train = training_speed(prior, vqvae, cfg, device, dtype, args.repeats)
     for name, row in train.items():
         print(f"training {name}: {row['images_per_s']:.0f} images/s")
@@ -227,7 +231,7 @@ codebook), GPT trained {prior_ckpt['epoch']} epochs.
 | VQ-VAE | {vq_hist['seconds']:.0f} s | reconstruction MSE {vq_hist['val_mse']:.4f} (pixels in [0, 1]), codebook usage {vq_hist['usage']:.0%} |
 | GPT | {gpt_hist['seconds']:.0f} s | {gpt_hist['val_loss']:.4f} nats = {gpt_hist['val_bits_per_token']:.3f} bits per token = {gpt_hist['val_bits_per_token'] * H * W * K:.1f} bits per image |
 
-## Quality (classifier-FID and friends, {quality['rows'][list(quality['rows'])[-1]]['n']} samples at temperature 1.0)
+## Quality (classifier-FID and friends, {quality['rows'][list(quality['rows'])[-1]]['n']} samples at temperature 1.0, guidance {cfg.sample.cfg_scale})
 
 Features: the penultimate layer of the repo's own MNIST classifier (`evaluate.py --train-classifier`), compared
 with the MNIST test set. Real training digits are the floor; VQ-VAE reconstructions of the test set are the best any
@@ -235,7 +239,7 @@ prior on this tokenizer can reach.
 
 {_table(['set', 'n', 'FID', 'KID x1000', 'precision', 'recall', 'class accuracy', 'confidence', 'class entropy (bits)'], quality_rows)}
 
-## Quality vs temperature ({args_n(sweep)} samples each)
+## Quality vs temperature ({args_n(sweep)} samples each, guidance {cfg.sample.cfg_scale})
 
 {_table(['temperature', 'FID', 'precision', 'recall', 'class accuracy'], [[r['temperature'], f"{r['fid']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['accuracy']:.3f}"] for r in sweep])}
 
@@ -245,9 +249,11 @@ Best FID at temperature {best['temperature']}.
 
 ## Sampling speed (tokens + decoding, images/s; median of runs, min-max in brackets)
 
-{_table(['batch', 'KV cache', 'no KV cache', 'speedup'], [[r['batch'], f"{r['kv']:.1f} ({r['kv_spread'][0]:.1f}-{r['kv_spread'][1]:.1f})", f"{r['no_kv']:.1f} ({r['no_kv_spread'][0]:.1f}-{r['no_kv_spread'][1]:.1f})", f"x{r['kv'] / r['no_kv']:.2f}"] for r in sampling])}
+Guidance scale {cfg.sample.cfg_scale} is generator.py's default; with guidance each image costs two sequences.
 
-Time to first image (batch {min(r['batch'] for r in sampling)}, KV cache): {first_image_s * 1000:.1f} ms.
+{_table(['guidance', 'batch', 'KV cache', 'no KV cache', 'speedup'], [[scale, r['batch'], f"{r['kv']:.1f} ({r['kv_spread'][0]:.1f}-{r['kv_spread'][1]:.1f})", f"{r['no_kv']:.1f} ({r['no_kv_spread'][0]:.1f}-{r['no_kv_spread'][1]:.1f})", f"x{r['kv'] / r['no_kv']:.2f}"] for scale, rows in sampling.items() for r in rows])}
+
+Time to first image (batch {min(r['batch'] for r in sampling[1.0])}, no guidance, KV cache): {first_image_s * 1000:.1f} ms.
 
 ## Training speed (images/s at the configured batch sizes)
 
