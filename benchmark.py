@@ -211,6 +211,9 @@ def write_report(path, cfg, argv, machine, prior_ckpt, vqvae_path, sampling, fir
     _, vq_ckpt = load_vqvae(vqvae_path)
     H, W, K = prior_ckpt["grid_shape"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    commit += " with uncommitted changes" if dirty else ""
     best = min(sweep, key=lambda r: r["fid"])
     quality_rows = [[name, r["n"], f"{r['fid']:.2f}", f"{r['kid_x1000']:.2f}", f"{r['precision']:.3f}",
                      f"{r['recall']:.3f}", "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}",
@@ -244,6 +247,8 @@ prior on this tokenizer can reach.
 {_table(['temperature', 'FID', 'precision', 'recall', 'class accuracy'], [[r['temperature'], f"{r['fid']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['accuracy']:.3f}"] for r in sweep])}
 
 Best FID at temperature {best['temperature']}.
+
+Likelihood of the MNIST test set under the prior (class-conditional): {quality['likelihood']['bits_per_token']:.3f} bits per token, {quality['likelihood']['bits_per_image']:.1f} bits per image.
 
 ![FID, precision and recall vs temperature]({plot_path})
 

@@ -12,6 +12,7 @@ Metrics, all in the classifier's 128-d penultimate feature space, against the MN
   precision / recall   k-NN manifold estimates, k=3 (Kynkaanniemi et al. 2019)
   accuracy   share of samples the classifier reads as the digit they were conditioned on
   confidence, class entropy   mean max-softmax, and entropy (bits) of the predicted-class histogram (log2 10 = 3.32)
+  likelihood   the prior's test-set negative log-likelihood, bits per token and bits per image (when checkpoints exist)
 Reference rows give the numbers meaning: real training digits (the floor) and VQ-VAE reconstructions of the test
 set (the best any prior on this tokenizer can do).
 """
@@ -204,6 +205,20 @@ def reconstructions(vqvae, images_uint8, device, batch_size=1000):
     return torch.cat(out)
 
 
+@torch.no_grad()
+def test_likelihood(prior, vqvae, images_uint8, labels, device, batch_size=1000):
+    """The prior's negative log-likelihood of the test set's tokens given their class: bits per token and per image."""
+    from models.gpt import grid_to_sequence
+    nats, count = 0.0, 0
+    for i in range(0, len(images_uint8), batch_size):
+        tokens = grid_to_sequence(vqvae.encode(data.to_model_range(images_uint8[i:i + batch_size]).to(device)))
+        logits = prior(tokens, labels[i:i + batch_size].to(device))
+        nats += F.cross_entropy(logits.float().reshape(-1, prior.V), tokens.reshape(-1), reduction="sum").item()
+        count += tokens.numel()
+    bits_per_token = nats / count / math.log(2)
+    return {"bits_per_token": bits_per_token, "bits_per_image": bits_per_token * prior.L}
+
+
 def print_table(rows):
     columns = ("n", "fid", "kid_x1000", "precision", "recall", "accuracy", "confidence", "class_entropy_bits")
     print(f"{'set':<34}" + "".join(f"{c:>12}" for c in columns))
@@ -230,8 +245,15 @@ def main(argv=None):
         report = evaluate(cfg, args)
     except (CheckpointError, SampleFileError, data.DataError) as e:
         sys.exit(f"error: {e}")
-    if report is not None:
-        print(json.dumps(report)) if args.json else print_table(report["rows"])
+    if report is None:
+        return
+    if args.json:
+        print(json.dumps(report))
+        return
+    print_table(report["rows"])
+    if "likelihood" in report:
+        print(f"prior test NLL: {report['likelihood']['bits_per_token']:.3f} bits/token, "
+              f"{report['likelihood']['bits_per_image']:.1f} bits/image")
 
 
 def evaluate(cfg, args):
@@ -243,16 +265,20 @@ def evaluate(cfg, args):
             return None
     samples = read_samples(args.samples) if args.samples else None  # a bad file is reported before any work
     classifier = load_classifier(classifier_path, device)
-    test_images, _ = data.load_split(cfg.data, train=False)
+    test_images, test_labels = data.load_split(cfg.data, train=False)
     _, test_feats = classify(classifier, test_images, device)
     vqvae_path = args.vqvae or default_path(cfg, "vqvae")
+    prior_path = args.prior or default_path(cfg, "gpt")
     rows, info = {}, {"device": str(device)}
+    if os.path.exists(prior_path) and os.path.exists(vqvae_path):
+        prior, vqvae, _ = load_pair(prior_path, vqvae_path, device)
+        info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
     if samples is not None:
         images, labels = samples
         name = os.path.basename(args.samples)
     else:
         from generator import class_ids, draw_images
-        prior, vqvae, _ = load_pair(args.prior or default_path(cfg, "gpt"), vqvae_path, device)
+        prior, vqvae, _ = load_pair(prior_path, vqvae_path, device)
         temperature = cfg.sample.temperature if args.temperature is None else args.temperature
         classes, labels = class_ids(args.n, prior, unconditional=False)
         t0 = time.time()
@@ -268,8 +294,7 @@ def evaluate(cfg, args):
         if os.path.exists(vqvae_path):
             vqvae, _ = load_vqvae(vqvae_path, device)
             test_recon = reconstructions(vqvae, test_images[:n], device)
-            rows["VQ-VAE recon of test (ceiling)"] = score(classifier, test_recon, data.load_split(
-                cfg.data, train=False)[1][:n], test_feats, device)
+            rows["VQ-VAE recon of test (ceiling)"] = score(classifier, test_recon, test_labels[:n], test_feats, device)
     rows[name] = score(classifier, images, labels, test_feats, device)
     return {"rows": rows, **info}
 

@@ -386,3 +386,23 @@ def test_main_scores_an_npz_with_reference_rows_as_json(tmp_path, fake_checkpoin
         assert row["n"] == 24, name
         assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1 and row["fid"] >= 0, (name, row)
         assert row["accuracy"] is not None and 0 <= row["accuracy"] <= 1, (name, row)
+
+
+def test_test_likelihood_matches_the_training_scripts_validation_loss():
+    import math
+    import config
+    from models.gpt import GPT, grid_to_sequence
+    from models.vqvae import VQVAE
+    from transformer_train import validation_loss
+    torch.manual_seed(0)
+    cfg = config.build_config(preset="tiny")
+    vqvae = VQVAE(cfg.vqvae).eval()
+    prior = GPT(cfg.gpt, vqvae.grid_shape, cfg.vqvae.codebook_size).eval()
+    images = torch.randint(0, 256, (24, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(24) % 10
+    tokens = grid_to_sequence(vqvae.encode(data.to_model_range(images)))
+    expected = validation_loss(prior, tokens, labels, torch.device("cpu"), None) / math.log(2)
+    got = evaluate.test_likelihood(prior, vqvae, images, labels, torch.device("cpu"), batch_size=10)
+    assert got["bits_per_token"] == pytest.approx(expected, rel=1e-5)
+    assert got["bits_per_image"] == pytest.approx(expected * prior.L, rel=1e-5)
+    assert 0 < got["bits_per_token"] < 2 * math.log2(cfg.vqvae.codebook_size)
