@@ -170,7 +170,7 @@ class GPT(nn.Module):
         """
         B, device = class_B.shape[0], class_B.device
         tokens = (prefix_BT if prefix_BT is not None else torch.empty(B, 0, dtype=torch.long, device=device)).long()
-        guided = cfg_scale != 1.0
+        guided = cfg_scale != 1.0 and bool((class_B != self.no_class).any())  # all-"no class" needs no guidance
         if guided:  # run the unconditional copy in the same batch
             class_B = torch.cat([class_B, torch.full_like(class_B, self.no_class)])
         caches = self.new_cache() if use_cache else None

@@ -164,6 +164,14 @@ def test_cfg_scale_one_equals_plain_sampling():
     assert torch.equal(plain, guided)
 
 
+def test_guidance_is_skipped_for_unconditional_draws():
+    model = tiny_gpt((2, 2, 2))
+    classes = torch.full((8,), model.no_class)
+    plain = model.sample(classes, generator=torch.Generator().manual_seed(4))
+    guided = model.sample(classes, cfg_scale=3.0, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(plain, guided)  # uncond + s * (uncond - uncond) is the unconditional draw itself
+
+
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_top_k_1_is_greedy(use_cache):
     model = tiny_gpt((2, 3, 2))
