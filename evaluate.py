@@ -156,10 +156,11 @@ def read_samples(path):
     if not os.path.exists(path):
         raise SampleFileError(f"no sample file at {path}; make one with: python generator.py --n 10000 --save {path}")
     try:
-        with np.load(path) as npz:
+        with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except Exception as e:
-        raise SampleFileError(f"{path} is not a readable npz ({str(e).splitlines()[0][:100]})") from None
+    except Exception:
+        raise SampleFileError(f"{path} is not a readable npz of arrays; make one with: python generator.py --n 10000 "
+                              f"--save {path}") from None
     missing = {"images", "labels"} - set(arrays)
     if missing:
         raise SampleFileError(f"{path} lacks the array(s) {', '.join(sorted(missing))}; expected images and labels")
