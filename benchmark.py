@@ -131,10 +131,7 @@ def plot_sweep(rows, path):
     for ax in (ax_fid, ax_pr):
         ax.grid(alpha=0.3)
     ax_pr.legend()
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    training.save_figure(fig, path)
 
 
 def describe_machine(device, dtype):

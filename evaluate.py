@@ -271,15 +271,17 @@ def evaluate(cfg, args):
     vqvae_path = args.vqvae or default_path(cfg, "vqvae")
     prior_path = args.prior or default_path(cfg, "gpt")
     rows, info = {}, {"device": str(device)}
-    if os.path.exists(prior_path) and os.path.exists(vqvae_path):
+    prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
+    if samples is None or os.path.exists(prior_path):
         prior, vqvae, _ = load_pair(prior_path, vqvae_path, device)
         info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
+    elif os.path.exists(vqvae_path):
+        vqvae, _ = load_vqvae(vqvae_path, device)
     if samples is not None:
         images, labels = samples
         name = os.path.basename(args.samples)
     else:
         from generator import class_ids, draw_images
-        prior, vqvae, _ = load_pair(prior_path, vqvae_path, device)
         temperature = cfg.sample.temperature if args.temperature is None else args.temperature
         classes, labels = class_ids(args.n, prior, unconditional=False)
         t0 = time.time()
@@ -292,8 +294,7 @@ def evaluate(cfg, args):
     if not args.no_reference:
         train_images, train_labels = data.load_split(cfg.data, train=True)
         rows["real train (floor)"] = score(classifier, train_images[:n], train_labels[:n], test_feats, device)
-        if os.path.exists(vqvae_path):
-            vqvae, _ = load_vqvae(vqvae_path, device)
+        if vqvae is not None:
             test_recon = reconstructions(vqvae, test_images[:n], device)
             rows["VQ-VAE recon of test (ceiling)"] = score(classifier, test_recon, test_labels[:n], test_feats, device)
     rows[name] = score(classifier, images, labels, test_feats, device)

@@ -58,6 +58,12 @@ def plot_curves(history, keys, path, title, ylabel="loss"):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Lay out a matplotlib figure, write it as a PNG (making the folder) and free it."""
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
