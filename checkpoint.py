@@ -1,7 +1,7 @@
 """Self-describing checkpoints: weights next to the config that built them, saved atomically, loaded as data.
 
-A checkpoint is a dict {'kind', 'config', 'model', ...}. `kind` says which model it holds ('vqvae' or 'gpt'), so a
-script handed the wrong file says so. A VQ-VAE checkpoint carries `tokenizer_id`, a hash of its weights; a prior's
+A checkpoint is a dict {'kind', 'config', 'model', ...}. `kind` says which model it holds ('vqvae', or a prior:
+'gpt', 'var', 'diffusion'), so a script handed the wrong file says so, and generator.py rebuilds whichever prior it is. A VQ-VAE checkpoint carries `tokenizer_id`, a hash of its weights; a prior's
 checkpoint records the `tokenizer_id` it was trained on, so pairing it with another tokenizer is caught.
 """
 import hashlib
@@ -60,6 +60,27 @@ def default_path(cfg, name):
     return os.path.join(cfg.checkpoint_dir, f"{name}.pt")
 
 
+def tokenizer_path(cfg, multiscale=None):
+    """checkpoints/vqvae.pt, or checkpoints/vqvae_multiscale.pt for VAR's tokenizer, so neither overwrites the other.
+    multiscale=None: as the config says (vqvae.scales set or not)."""
+    multiscale = bool(cfg.vqvae.scales) if multiscale is None else multiscale
+    return default_path(cfg, "vqvae_multiscale" if multiscale else "vqvae")
+
+
+def prior_name(cfg, kind):
+    """File and results-folder name of a prior: gpt, var, diffusion, or diffusion_uniform for the uniform process."""
+    if kind == "diffusion" and cfg.diffusion.noise != "mask":
+        return f"diffusion_{cfg.diffusion.noise}"
+    return kind
+
+
+def prior_path(cfg, kind_or_path):
+    """`--prior` takes a kind (gpt | var | diffusion) or a checkpoint path."""
+    if kind_or_path in config_module.PRIORS:
+        return default_path(cfg, prior_name(cfg, kind_or_path))
+    return kind_or_path
+
+
 def load_vqvae(path, device="cpu"):
     """Rebuild a VQ-VAE from its checkpoint alone: (model in eval mode, checkpoint dict)."""
     from models.vqvae import VQVAE
@@ -69,22 +90,53 @@ def load_vqvae(path, device="cpu"):
     return model.to(device).eval(), ckpt
 
 
+def build_prior(kind, cfg_dict, tokens):
+    """An untrained prior of the given kind; `tokens` describes its tokenizer's sequence (see prior_token_info)."""
+    if kind == "gpt":
+        from models.gpt import GPT
+        return GPT(config_module.from_dict(config_module.GPTConfig, cfg_dict), tuple(tokens["grid_shape"]),
+                   tokens["codebook_size"])
+    if kind == "diffusion":
+        from models.diffusion import DiscreteDiffusion
+        return DiscreteDiffusion(config_module.from_dict(config_module.DiffusionConfig, cfg_dict),
+                                 tuple(tokens["grid_shape"]), tokens["codebook_size"])
+    if kind == "var":
+        from models.var import VAR
+        return VAR(config_module.from_dict(config_module.VARConfig, cfg_dict), tuple(tokens["scales"]),
+                   tokens["codebook_size"], tokens["code_dim"], tokens["phi_ratio"])
+    raise CheckpointError(f"unknown prior kind {kind!r}; expected one of {', '.join(config_module.PRIORS)}")
+
+
+def prior_token_info(vqvae):
+    """What a prior checkpoint records about its tokenizer's token sequence."""
+    c = vqvae.cfg
+    return {"grid_shape": list(vqvae.grid_shape), "codebook_size": c.codebook_size, "scales": list(c.scales),
+            "code_dim": c.code_dim, "phi_ratio": c.phi_ratio}
+
+
 def load_prior(path, device="cpu"):
-    """Rebuild a token prior (the raster GPT) from its checkpoint alone: (model in eval mode, checkpoint dict)."""
-    from models.gpt import GPT
-    ckpt = load_checkpoint(path, "gpt", hint="; train one first with: python transformer_train.py")
-    gpt_cfg = config_module.from_dict(config_module.GPTConfig, ckpt["config"])
-    model = GPT(gpt_cfg, tuple(ckpt["grid_shape"]), ckpt["codebook_size"])
+    """Rebuild a token prior (GPT, VAR or diffusion) from its checkpoint alone: (model in eval mode, checkpoint)."""
+    ckpt = load_file(path, hint="; train one first with: python transformer_train.py --prior gpt|var|diffusion")
+    if not isinstance(ckpt, dict) or ckpt.get("kind") not in config_module.PRIORS:
+        what = ckpt.get("kind") if isinstance(ckpt, dict) else None
+        raise CheckpointError(f"{path} holds {'a ' + what + ' model' if what else 'no checkpoint of this repo'}, "
+                              f"but a prior ({', '.join(config_module.PRIORS)}) was expected")
+    model = build_prior(ckpt["kind"], ckpt["config"], ckpt)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
 
-def load_pair(prior_path, vqvae_path, device="cpu"):
-    """A prior and the tokenizer it was trained on; refuses a tokenizer with other weights."""
+def load_pair(prior_path, vqvae_path=None, device="cpu"):
+    """A prior and the tokenizer it was trained on; refuses a tokenizer with other weights.
+    vqvae_path=None: the tokenizer beside the prior (vqvae.pt, or vqvae_multiscale.pt for VAR)."""
     prior, prior_ckpt = load_prior(prior_path, device)
+    if vqvae_path is None:
+        name = "vqvae_multiscale.pt" if prior_ckpt.get("scales") else "vqvae.pt"
+        vqvae_path = os.path.join(os.path.dirname(prior_path), name)
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device)
     if prior_ckpt["tokenizer_id"] != vqvae_ckpt["tokenizer_id"]:
         raise CheckpointError(
             f"{prior_path} was trained on tokenizer {prior_ckpt['tokenizer_id']}, but {vqvae_path} is tokenizer "
-            f"{vqvae_ckpt['tokenizer_id']}; retrain the prior with: python transformer_train.py")
+            f"{vqvae_ckpt['tokenizer_id']}; retrain the prior with: python transformer_train.py --prior "
+            f"{prior_ckpt['kind']}")
     return prior, vqvae, prior_ckpt

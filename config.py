@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 IMAGE_SIZE = 28  # MNIST-like datasets: 1 x 28 x 28
+PRIORS = ("gpt", "var", "diffusion")  # the token priors; each has a config section <name> and <name>_train
 
 
 def reachable_grid_sizes(image_size=IMAGE_SIZE):
@@ -44,6 +45,10 @@ class VQVAEConfig:
     ema_decay: float = 0.99         # codebooks follow an exponential moving average of their assigned vectors
     commitment_weight: float = 0.25  # beta in ||z - sg(q)||^2
     dead_code_threshold: float = 1.0  # restart a code whose EMA count (assignments per batch) drops below this
+    # Multi-scale residual quantization (VAR): () = the single-scale multi-codebook tokenizer above; otherwise
+    # increasing side lengths ending at grid_size, e.g. (1, 2, 3, 4), quantized with one shared codebook (K = 1).
+    scales: tuple = ()
+    phi_ratio: float = 0.5          # VAR's phi: code map -> (1 - r) * map + r * conv3x3(map), one conv per scale
 
 
 @dataclass
@@ -81,6 +86,33 @@ class GPTTrainConfig:
 
 
 @dataclass
+class VARConfig:
+    """The next-scale prior (models/var.py): sized to match the GPT's parameter count (AdaLN adds 6 d^2 per block)."""
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 160
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    num_classes: int = 10
+    class_dropout: float = 0.1
+
+
+@dataclass
+class DiffusionConfig:
+    """The discrete-diffusion prior (models/diffusion.py): a bidirectional transformer that denoises token grids."""
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 192
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    num_classes: int = 10
+    class_dropout: float = 0.1
+    noise: str = "mask"            # mask: absorbing state (MaskGIT / VQ-Diffusion); uniform: random codes (D3PM)
+    steps: int = 16                # reverse steps at sampling time (generator.py --steps)
+    choice_temperature: float = 4.5  # mask: Gumbel noise on confidences when choosing what to keep, annealed to 0
+
+
+@dataclass
 class SampleConfig:
     temperature: float = 1.0
     top_k: int = 0                 # 0 = no top-k filtering
@@ -102,6 +134,10 @@ class Config:
     vqvae_train: VQVAETrainConfig = field(default_factory=VQVAETrainConfig)
     gpt: GPTConfig = field(default_factory=GPTConfig)
     gpt_train: GPTTrainConfig = field(default_factory=GPTTrainConfig)
+    var: VARConfig = field(default_factory=VARConfig)
+    var_train: GPTTrainConfig = field(default_factory=GPTTrainConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion_train: GPTTrainConfig = field(default_factory=GPTTrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
@@ -111,13 +147,21 @@ PRESETS = {
     "mnist_7x7x1": ["vqvae.grid_size=7"],
     "mnist_4x4x2": ["vqvae.num_codebooks=2"],
     "mnist_2x2x2": ["vqvae.grid_size=2", "vqvae.num_codebooks=2"],
+    # VAR's multi-scale residual tokenizer: 1x1, 2x2, 3x3, 4x4 maps = 30 tokens, one shared codebook of 256
+    "mnist_var": ["vqvae.scales=(1,2,3,4)"],
+    "mnist_var_7x7": ["vqvae.grid_size=7", "vqvae.scales=(1,2,3,4,5,7)"],
     # tiny models on a few hundred images: the end-to-end test and quick smoke runs
     "tiny": ["data.train_limit=512", "data.test_limit=256", "vqvae.channels=(8,16,16)", "vqvae.num_res_blocks=1",
              "vqvae.codebook_size=32", "vqvae.code_dim=4", "vqvae_train.epochs=1", "vqvae_train.batch_size=64",
              "vqvae_train.num_show=8", "gpt.n_layer=1", "gpt.n_head=2", "gpt.d_model=32", "gpt_train.epochs=1",
              "gpt_train.batch_size=64", "gpt_train.warmup_steps=2", "gpt_train.sample_every=1",
-             "sample.batch_size=50", "sample.per_class=2"],
+             "sample.batch_size=50", "sample.per_class=2",
+             "var.n_layer=1", "var.n_head=2", "var.d_model=32", "var_train.epochs=1", "var_train.batch_size=64",
+             "var_train.warmup_steps=2", "diffusion.n_layer=1", "diffusion.n_head=2", "diffusion.d_model=32",
+             "diffusion.steps=4", "diffusion_train.epochs=1", "diffusion_train.batch_size=64",
+             "diffusion_train.warmup_steps=2"],
 }
+PRESETS["tiny_var"] = PRESETS["tiny"] + ["vqvae.scales=(1,2,3,4)"]
 
 
 class ConfigError(ValueError):
@@ -134,7 +178,7 @@ def _parse_value(text, current):
             return text.lower() in ("true", "1")
         if kind is tuple:
             items = [t for t in text.strip("()[] ").split(",") if t.strip()]
-            item_kind = type(current[0]) if current else float
+            item_kind = type(current[0]) if current else int  # an empty default (vqvae.scales) holds ints
             return tuple(item_kind(t.strip()) for t in items)
         return kind(text)
     except ValueError:
@@ -167,18 +211,24 @@ def validate(cfg):
     """Raise ConfigError with a one-line message for the first invalid value."""
     v, g = cfg.vqvae, cfg.gpt
     grids = reachable_grid_sizes()
+    scales_ok = (not v.scales or (min(v.scales) >= 1 and list(v.scales) == sorted(set(v.scales))
+                                  and v.scales[-1] == v.grid_size))
     checks = [
         (v.grid_size in grids, f"vqvae.grid_size={v.grid_size} cannot be reached from {IMAGE_SIZE}x{IMAGE_SIZE}; "
                                f"choose one of {grids}"),
         (v.num_codebooks >= 1, f"vqvae.num_codebooks must be at least 1 (got {v.num_codebooks})"),
+        (scales_ok, f"vqvae.scales={v.scales} must increase and end at vqvae.grid_size={v.grid_size}, e.g. (1,2,3,4)"),
+        (not v.scales or v.num_codebooks == 1, "the multi-scale tokenizer (vqvae.scales) uses one shared codebook; "
+                                               "set vqvae.num_codebooks=1"),
+        (0.0 <= v.phi_ratio <= 1.0, f"vqvae.phi_ratio must be in [0, 1] (got {v.phi_ratio})"),
         (2 <= v.codebook_size <= 32768, f"vqvae.codebook_size must be in [2, 32768] (got {v.codebook_size}); "
                                          "the token cache stores int16"),
         (v.code_dim >= 1, f"vqvae.code_dim must be at least 1 (got {v.code_dim})"),
         (len(v.channels) == 3 and min(v.channels) >= 1, "vqvae.channels needs three positive widths, e.g. (32,64,128)"),
         (0.0 < v.ema_decay < 1.0, f"vqvae.ema_decay must be in (0, 1) (got {v.ema_decay})"),
-        (g.d_model % g.n_head == 0, f"gpt.d_model={g.d_model} must be divisible by gpt.n_head={g.n_head}"),
-        (g.n_layer >= 1 and g.n_head >= 1, "gpt.n_layer and gpt.n_head must be at least 1"),
-        (0.0 <= g.dropout < 1.0 and 0.0 <= g.class_dropout <= 1.0, "gpt.dropout and gpt.class_dropout must be in [0, 1)"),
+        (cfg.diffusion.noise in ("mask", "uniform"),
+         f"diffusion.noise must be mask or uniform (got {cfg.diffusion.noise!r})"),
+        (cfg.diffusion.steps >= 1, f"diffusion.steps must be at least 1 (got {cfg.diffusion.steps})"),
         (cfg.sample.temperature > 0, f"sample.temperature must be positive (got {cfg.sample.temperature})"),
         (cfg.sample.top_k >= 0, f"sample.top_k must be 0 (off) or positive (got {cfg.sample.top_k})"),
         (len(cfg.sample.temperatures) > 0 and min(cfg.sample.temperatures) > 0,
@@ -192,7 +242,15 @@ def validate(cfg):
         (cfg.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16 (got {cfg.amp!r})"),
         (cfg.data.dataset == "mnist", f"data.dataset={cfg.data.dataset!r} is not supported yet; use mnist"),
     ]
-    for name, section in (("vqvae_train", cfg.vqvae_train), ("gpt_train", cfg.gpt_train)):
+    for name in PRIORS:
+        g = getattr(cfg, name)
+        checks += [
+            (g.d_model % g.n_head == 0, f"{name}.d_model={g.d_model} must be divisible by {name}.n_head={g.n_head}"),
+            (g.n_layer >= 1 and g.n_head >= 1, f"{name}.n_layer and {name}.n_head must be at least 1"),
+            (0.0 <= g.dropout < 1.0 and 0.0 <= g.class_dropout <= 1.0,
+             f"{name}.dropout and {name}.class_dropout must be in [0, 1)"),
+        ]
+    for name, section in (("vqvae_train", cfg.vqvae_train), *((f"{p}_train", getattr(cfg, f"{p}_train")) for p in PRIORS)):
         checks += [
             (section.lr > 0, f"{name}.lr must be positive (got {section.lr})"),
             (section.epochs >= 1, f"{name}.epochs must be at least 1 (got {section.epochs})"),

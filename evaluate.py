@@ -3,6 +3,8 @@
     python evaluate.py --train-classifier                 # (re)build checkpoints/classifier.pt (~99.4% test acc.)
     python evaluate.py samples.npz                        # score an npz from generator.py --save
     python evaluate.py --n 10000 --temperature 1.0        # draw from checkpoints/gpt.pt + vqvae.pt, then score
+    python evaluate.py --prior var                        # ... from checkpoints/var.pt + vqvae_multiscale.pt
+    python evaluate.py samples.npz --prior var            # score a file; reference rows from VAR's tokenizer
     python evaluate.py samples.npz --json                 # one JSON line instead of the table
 
 Metrics, all in the classifier's 128-d penultimate feature space, against the MNIST test set:
@@ -12,7 +14,8 @@ Metrics, all in the classifier's 128-d penultimate feature space, against the MN
   precision / recall   k-NN manifold estimates, k=3 (Kynkaanniemi et al. 2019)
   accuracy   share of samples the classifier reads as the digit they were conditioned on
   confidence, class entropy   mean max-softmax, and entropy (bits) of the predicted-class histogram (log2 10 = 3.32)
-  likelihood   the prior's test-set negative log-likelihood, bits per token and bits per image (when checkpoints exist)
+  likelihood   the prior's test-set negative log-likelihood, bits per token and bits per image (GPT and VAR, which
+               give exact likelihoods; not the diffusion prior)
 Reference rows give the numbers meaning: real training digits (the floor) and VQ-VAE reconstructions of the test
 set (the best any prior on this tokenizer can do).
 """
@@ -29,7 +32,8 @@ from tqdm import tqdm
 
 import config
 import data
-from checkpoint import CheckpointError, atomic_save, default_path, load_checkpoint, load_pair, load_vqvae
+from checkpoint import (CheckpointError, atomic_save, default_path, load_checkpoint, load_pair, load_vqvae, prior_path,
+                        tokenizer_path)
 from models import device as devices
 from models.classifier import MNISTClassifier
 
@@ -208,11 +212,11 @@ def reconstructions(vqvae, images_uint8, device, batch_size=1000):
 
 @torch.no_grad()
 def test_likelihood(prior, vqvae, images_uint8, labels, device, batch_size=1000):
-    """The prior's negative log-likelihood of the test set's tokens given their class: bits per token and per image."""
-    from models.gpt import grid_to_sequence
+    """The prior's negative log-likelihood of the test set's tokens given their class: bits per token and per image.
+    Only for priors with an exact likelihood (GPT, VAR): their forward gives teacher-forced logits_BLV."""
     nats, count = 0.0, 0
     for i in range(0, len(images_uint8), batch_size):
-        tokens = grid_to_sequence(vqvae.encode(data.to_model_range(images_uint8[i:i + batch_size]).to(device)))
+        tokens = vqvae.encode_sequence(data.to_model_range(images_uint8[i:i + batch_size]).to(device))
         logits = prior(tokens, labels[i:i + batch_size].to(device))
         nats += F.cross_entropy(logits.float().reshape(-1, prior.V), tokens.reshape(-1), reduction="sum").item()
         count += tokens.numel()
@@ -235,8 +239,10 @@ def main(argv=None):
     parser.add_argument("--train-classifier", action="store_true", help="(re)train checkpoints/classifier.pt")
     parser.add_argument("--n", type=int, default=10_000, help="samples to draw when no npz is given")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature when drawing")
-    parser.add_argument("--prior", default=None, help="prior checkpoint (default: checkpoints/gpt.pt)")
-    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt)")
+    parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path")
+    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
+    parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps when drawing")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale when drawing (default: config)")
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args, cfg = config.parse_config(parser, argv)
@@ -262,32 +268,33 @@ def evaluate(cfg, args):
     classifier_path = default_path(cfg, "classifier")
     if args.train_classifier:
         train_classifier(cfg, classifier_path)
-        if not args.samples and not args.prior:
+        if not args.samples:
             return None
     samples = read_samples(args.samples) if args.samples else None  # a bad file is reported before any work
     classifier = load_classifier(classifier_path, device)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     _, test_feats = classify(classifier, test_images, device)
-    vqvae_path = args.vqvae or default_path(cfg, "vqvae")
-    prior_path = args.prior or default_path(cfg, "gpt")
+    path = prior_path(cfg, args.prior or "gpt")
     rows, info = {}, {"device": str(device)}
     prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
-    if samples is None or os.path.exists(prior_path):
-        prior, vqvae, _ = load_pair(prior_path, vqvae_path, device)
-        info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
-    elif os.path.exists(vqvae_path):
-        vqvae, _ = load_vqvae(vqvae_path, device)
+    if samples is None or os.path.exists(path):
+        prior, vqvae, _ = load_pair(path, args.vqvae, device)
+        if prior.kind != "diffusion":
+            info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
+    elif os.path.exists(args.vqvae or tokenizer_path(cfg, multiscale=False)):
+        vqvae, _ = load_vqvae(args.vqvae or tokenizer_path(cfg, multiscale=False), device)
     if samples is not None:
         images, labels = samples
         name = os.path.basename(args.samples)
     else:
         from generator import class_ids, draw_images
         temperature = cfg.sample.temperature if args.temperature is None else args.temperature
+        cfg_scale = cfg.sample.cfg_scale if getattr(args, "cfg", None) is None else args.cfg
         classes, labels = class_ids(args.n, prior, unconditional=False)
         t0 = time.time()
         images = data.to_uint8(draw_images(prior, vqvae, classes, device, devices.amp_dtype(device, cfg.amp),
-                                           temperature, cfg.sample.top_k, cfg.sample.cfg_scale,
-                                           cfg.sample.batch_size, cfg.seed, progress=True))[:, 0]
+                                           temperature, cfg.sample.top_k, cfg_scale, cfg.sample.batch_size,
+                                           cfg.seed, steps=getattr(args, "steps", None), progress=True))[:, 0]
         info["sampling_images_per_s"] = args.n / (time.time() - t0)
         name = f"samples (T={temperature})"
     n = len(images)

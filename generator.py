@@ -1,12 +1,22 @@
-"""Draw digits from trained checkpoints; needs nothing but checkpoints/gpt.pt and the VQ-VAE it was trained on.
+"""Draw digits from trained checkpoints: any prior (raster GPT, VAR, discrete diffusion) and its tokenizer.
 
-    python generator.py                                   # temperature sweep grids, one row per digit
+    python generator.py                                   # temperature sweep grids from checkpoints/gpt.pt
+    python generator.py --prior var                       # ... from checkpoints/var.pt (a kind or a path)
+    python generator.py --prior diffusion --steps 8       # 8 reverse steps
     python generator.py --temperature 0.75 --top-k 50     # one grid
     python generator.py --n 10000 --save samples.npz      # N samples for evaluation (classes cycle 0..9)
     python generator.py --unconditional                   # ignore classes ("no class" token)
+    python generator.py --prior var --edit inpaint        # zero-shot editing of real test digits
+    python generator.py --prior diffusion --show-process  # the reverse process as a strip and a GIF
 
-The npz holds `images` (uint8, N x 1 x 28 x 28, 0 = black) and `labels` (int64, the digit each sample was
-conditioned on, or -1 when unconditional).
+The prior's kind is read from its checkpoint; the tokenizer defaults to the one beside it (vqvae.pt, or
+vqvae_multiscale.pt for VAR). The npz holds `images` (uint8, N x 1 x 28 x 28, 0 = black) and `labels` (int64, the
+digit each sample was conditioned on, or -1 when unconditional).
+
+Editing (`--edit`), on the first test digits, conditioned on their true class: `inpaint` re-draws the centre of the
+token grid, `outpaint` keeps the centre and re-draws the border, `complete` keeps the top half of the rows. The
+raster GPT can only `complete` (it cannot look at tokens after the one it draws); VAR teacher-forces the kept tokens
+at every scale; diffusion starts with only the re-drawn tokens corrupted. Each grid row: original, masked, results.
 """
 import os
 import sys
@@ -19,15 +29,18 @@ from tqdm import tqdm
 import config
 import data
 import training
-from checkpoint import CheckpointError, default_path, load_pair
+from checkpoint import CheckpointError, load_pair, prior_path
 from models import device as devices
-from models.gpt import sequence_to_grid
+
+EDITS = ("inpaint", "outpaint", "complete")
 
 
 @torch.no_grad()
 def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0, cfg_scale=1.0, batch_size=1000,
-                seed=0, use_cache=True, progress=False):
-    """Sample token grids for the given class ids and decode them: images in [-1, 1], (N, 1, 28, 28), on the CPU."""
+                seed=0, use_cache=True, steps=None, progress=False):
+    """Sample token sequences for the given class ids and decode them: images in [-1, 1], (N, 1, 28, 28), on the CPU.
+
+    use_cache: GPT and VAR (KV cache on/off); steps: diffusion's reverse steps (None = its config)."""
     was_training = prior.training
     prior.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -35,8 +48,9 @@ def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0
     for i in tqdm(range(0, len(classes_N), batch_size), desc="sampling", disable=not progress, leave=False):
         classes = classes_N[i:i + batch_size].to(device)
         with devices.autocast(device, dtype):
-            tokens_BL = prior.sample(classes, temperature, top_k, cfg_scale, use_cache=use_cache, generator=generator)
-            images = vqvae.decode(sequence_to_grid(tokens_BL, prior.grid_shape))
+            tokens_BL = prior.sample(classes, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale,
+                                     generator=generator, use_cache=use_cache, steps=steps)
+            images = vqvae.decode_sequence(tokens_BL)
         chunks.append(images.float().clamp(-1, 1).cpu())
     prior.train(was_training)
     return torch.cat(chunks)
@@ -57,31 +71,148 @@ def save_npz(path, images_N1HW, labels_N):
     os.replace(tmp_path, path)
 
 
+# --- editing ---------------------------------------------------------------------------------------------------------
+
+def redraw_cells(grid_size, edit):
+    """(h, h) bool on the finest token grid: True where the edit re-draws."""
+    cells = torch.zeros(grid_size, grid_size, dtype=torch.bool)
+    lo = round(grid_size / 4)
+    if edit == "complete":
+        cells[grid_size // 2:] = True
+    else:
+        cells[lo:grid_size - lo, lo:grid_size - lo] = True
+        if edit == "outpaint":
+            cells = ~cells
+    return cells
+
+
+def keep_mask(vqvae, edit):
+    """keep_L bool over the tokenizer's sequence: True = the token is kept from the real image.
+
+    Multi-scale: at each scale a token is re-drawn when its cell overlaps the re-drawn region at all."""
+    cells = redraw_cells(vqvae.cfg.grid_size, edit)
+    if not vqvae.multiscale:
+        return ~cells[:, :, None].expand(*vqvae.grid_shape).reshape(-1)
+    area = cells[None, None].float()
+    per_scale = [~(torch.nn.functional.interpolate(area, size=(s, s), mode="area")[0, 0] > 0).reshape(-1)
+                 for s in vqvae.cfg.scales]
+    return torch.cat(per_scale)
+
+
+def masked_view(images_B1HW, cells_hh):
+    """The originals with the re-drawn region painted grey (what the prior is asked to fill)."""
+    pixels = torch.nn.functional.interpolate(cells_hh[None, None].float(), size=images_B1HW.shape[-2:], mode="nearest")
+    return torch.where(pixels.bool(), torch.zeros_like(images_B1HW), images_B1HW)
+
+
+@torch.no_grad()
+def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples_per_image, temperature, top_k,
+                cfg_scale, seed):
+    """Rows of [original, masked, result 1..n] for each image; returns (images, columns per row)."""
+    if edit not in EDITS:
+        raise ValueError(f"--edit must be one of {', '.join(EDITS)}")
+    if prior.kind == "gpt" and edit != "complete":
+        raise CheckpointError("the raster GPT can only --edit complete (it never sees tokens after the one it draws); "
+                              "inpaint/outpaint need --prior var or --prior diffusion")
+    x = data.to_model_range(images_uint8).to(device)
+    known_BL = vqvae.encode_sequence(x).repeat_interleave(samples_per_image, 0)
+    classes = labels.to(device).repeat_interleave(samples_per_image)
+    keep_L = keep_mask(vqvae, edit).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    prior.eval()
+    with devices.autocast(device, dtype):
+        if prior.kind == "gpt":  # the kept tokens are a prefix of the raster sequence
+            tokens = prior.sample(classes, temperature, top_k, cfg_scale, prefix_BT=known_BL[:, :int(keep_L.sum())],
+                                  generator=generator)
+        else:
+            tokens = prior.sample(classes, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale,
+                                  generator=generator, known_BL=known_BL,
+                                  known_mask_BL=keep_L.expand_as(known_BL))
+        results = vqvae.decode_sequence(tokens).float().clamp(-1, 1).cpu()
+    x = x.cpu()
+    masked = masked_view(x, redraw_cells(vqvae.cfg.grid_size, edit))
+    rows = [torch.cat([x[i:i + 1], masked[i:i + 1], results[i * samples_per_image:(i + 1) * samples_per_image]])
+            for i in range(len(x))]
+    return torch.cat(rows), samples_per_image + 2
+
+
+# --- the diffusion prior's reverse process --------------------------------------------------------------------------
+
+@torch.no_grad()
+def reverse_process_frames(prior, vqvae, classes, device, dtype, seed, steps=None, cfg_scale=1.0):
+    """One image batch per reverse step: what the tokens look like as they are denoised.
+
+    uniform: the current noisy tokens x_t, decoded as they are (random codes pieced together like a jigsaw);
+    mask: the tokens revealed so far, with the still-masked cells filled by that step's prediction and dimmed."""
+    prior.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with devices.autocast(device, dtype):
+        _, process = prior.sample(classes.to(device), cfg_scale=cfg_scale, generator=generator, steps=steps,
+                                  return_process=True)
+        frames = []
+        for state in process:
+            tokens = state["tokens_BL"]
+            masked = tokens < 0
+            image = vqvae.decode_sequence(torch.where(masked, state["x0_BL"], tokens)).float().clamp(-1, 1).cpu()
+            if masked.any():
+                H, W, K = vqvae.grid_shape
+                cells = masked.view(-1, H, W, K).any(-1).float()[:, None].cpu()
+                dim = torch.nn.functional.interpolate(cells, size=image.shape[-2:], mode="nearest")
+                image = torch.where(dim.bool(), -1 + 0.35 * (image + 1), image)
+            frames.append(image)
+    return frames
+
+
+def save_reverse_process(prior, vqvae, device, dtype, path_prefix, seed, steps=None, cfg_scale=1.0):
+    """PATH_strip.png (one row per digit 0-9, one column per reverse step) and PATH.gif (the same, animated)."""
+    from PIL import Image
+    frames = reverse_process_frames(prior, vqvae, torch.arange(10), device, dtype, seed, steps, cfg_scale)
+    strip = torch.stack(frames, dim=1).flatten(0, 1)  # row = digit, column = step
+    training.save_image_grid(strip, f"{path_prefix}_strip.png", nrow=len(frames))
+    from torchvision.utils import make_grid
+    pictures = []
+    for frame in frames + [frames[-1]] * 3:  # hold the final digits a moment before the loop restarts
+        grid = make_grid(frame.add(1).div(2), nrow=10, padding=2, pad_value=0.5)[0].mul(255).round().byte().numpy()
+        pictures.append(Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST))
+    pictures[0].save(f"{path_prefix}.gif", save_all=True, append_images=pictures[1:], duration=250, loop=0)
+    return f"{path_prefix}_strip.png", f"{path_prefix}.gif"
+
+
+# --- the script ------------------------------------------------------------------------------------------------------
+
 def main(argv=None):
     parser = config.make_parser("Draw samples from a trained prior + VQ-VAE.")
-    parser.add_argument("--prior", default=None, help="prior checkpoint (default: checkpoints/gpt.pt)")
-    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt)")
+    parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path "
+                                                       "(default: checkpoints/gpt.pt)")
+    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="one temperature (default: the sweep in config.sample.temperatures for grids, "
                              "config.sample.temperature for --save)")
     parser.add_argument("--top-k", type=int, default=None, help="keep the k most likely codes (0 = all)")
     parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps (default: diffusion.steps)")
     parser.add_argument("--unconditional", action="store_true", help='draw with the "no class" token')
     parser.add_argument("--n", type=int, default=None, help="number of samples for --save")
     parser.add_argument("--save", default=None, metavar="FILE.npz", help="write N samples to an npz")
     parser.add_argument("--batch-size", type=int, default=None, help="samples drawn at once")
-    parser.add_argument("--no-kv-cache", action="store_true", help="recompute the prefix every step (slow)")
+    parser.add_argument("--no-kv-cache", action="store_true", help="GPT/VAR: recompute the prefix every step (slow)")
+    parser.add_argument("--edit", choices=EDITS, default=None, help="zero-shot editing of real test digits")
+    parser.add_argument("--edit-images", type=int, default=8, help="test digits to edit")
+    parser.add_argument("--edit-samples", type=int, default=4, help="results per edited digit")
+    parser.add_argument("--show-process", action="store_true", help="diffusion: save the reverse process (PNG + GIF)")
     parser.add_argument("--out", default=None, help="folder for grids (default: _results/generator)")
     args, cfg = config.parse_config(parser, argv)
-    for name in ("temperature", "top_k", "cfg"):
+    for name in ("temperature", "top_k", "cfg", "steps"):
         value = getattr(args, name)
         if value is not None and (value < 0 or (value == 0 and name != "top_k")):
             sys.exit(f"error: --{name.replace('_', '-')} must be positive (got {value})")
-    if args.n is not None and args.n < 1:
-        sys.exit(f"error: --n must be at least 1 (got {args.n})")
+    for name in ("n", "edit_images", "edit_samples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be at least 1 (got {value})")
     try:
         generate(cfg, args)
-    except CheckpointError as e:
+    except (CheckpointError, data.DataError) as e:
         sys.exit(f"error: {e}")
 
 
@@ -89,13 +220,36 @@ def generate(cfg, args):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
-    prior, vqvae, _ = load_pair(args.prior or default_path(cfg, "gpt"), args.vqvae or default_path(cfg, "vqvae"), device)
+    prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device)
     top_k = cfg.sample.top_k if args.top_k is None else args.top_k
     cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
     batch_size = args.batch_size or cfg.sample.batch_size
     options = dict(top_k=top_k, cfg_scale=cfg_scale, batch_size=batch_size, seed=cfg.seed,
-                   use_cache=not args.no_kv_cache)
-    print(devices.describe(device, dtype))
+                   use_cache=not args.no_kv_cache, steps=args.steps)
+    out_dir = args.out or os.path.join(cfg.results_dir, "generator")
+    tag = "" if prior.kind == "gpt" else f"{prior.kind}_"
+    if prior.kind == "diffusion" and prior.cfg.noise != "mask":
+        tag = f"diffusion_{prior.cfg.noise}_"
+    print(f"{prior.kind} prior trained {ckpt['epoch']} epochs; {devices.describe(device, dtype)}")
+
+    if args.show_process:
+        if prior.kind != "diffusion":
+            raise CheckpointError("--show-process needs a diffusion prior (--prior diffusion)")
+        paths = save_reverse_process(prior, vqvae, device, dtype, os.path.join(out_dir, f"{tag}reverse_process"),
+                                     cfg.seed, args.steps, cfg_scale)
+        print(f"reverse process ({prior.forward_passes(args.steps)} steps) -> {', '.join(paths)}")
+        return
+
+    if args.edit:
+        images, labels = data.load_split(cfg.data, train=False)
+        temperature = cfg.sample.temperature if args.temperature is None else args.temperature
+        grid, columns = edit_images(prior, vqvae, images[:args.edit_images], labels[:args.edit_images], args.edit,
+                                    device, dtype, args.edit_samples, temperature, top_k, cfg_scale, cfg.seed)
+        path = os.path.join(out_dir, f"{tag}edit_{args.edit}.png")
+        training.save_image_grid(grid, path, nrow=columns)
+        print(f"{args.edit}: {args.edit_images} test digits x {args.edit_samples} results -> {path} "
+              f"(columns: original, masked, results)")
+        return
 
     if args.save:
         n = args.n or 10_000
@@ -108,7 +262,6 @@ def generate(cfg, args):
         print(f"{n} samples at temperature {temperature} in {seconds:.1f}s ({n / seconds:.0f} images/s) -> {args.save}")
         return
 
-    out_dir = args.out or os.path.join(cfg.results_dir, "generator")
     temperatures = cfg.sample.temperatures if args.temperature is None else (args.temperature,)
     per_class = cfg.sample.per_class
     classes, _ = class_ids(10 * per_class, prior, args.unconditional)
@@ -117,8 +270,8 @@ def generate(cfg, args):
         t0 = time.time()
         images = draw_images(prior, vqvae, classes, device, dtype, temperature, **options)
         seconds = time.time() - t0
-        tag = "uncond_" if args.unconditional else ""
-        path = os.path.join(out_dir, f"{tag}temperature_{temperature:.2f}.png")
+        uncond = "uncond_" if args.unconditional else ""
+        path = os.path.join(out_dir, f"{tag}{uncond}temperature_{temperature:.2f}.png")
         training.save_image_grid(images, path, nrow=per_class)
         print(f"temperature {temperature:.2f}: {len(classes)} samples in {seconds:.2f}s -> {path}")
 

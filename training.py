@@ -70,8 +70,9 @@ def save_figure(fig, path):
     plt.close(fig)
 
 
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model, trainable=False):
+    """All parameters, or only those that train (VAR holds a frozen copy of its tokenizer's quantizer)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
 def epoch_generator(seed, epoch):

@@ -1,11 +1,17 @@
-"""Stage 2: train the raster-order GPT on the VQ-VAE's tokens.
+"""Stage 2: train a token prior on the VQ-VAE's tokens: the raster GPT, VAR or discrete diffusion.
 
-    python transformer_train.py                  # needs checkpoints/vqvae.pt from vqvae_train.py
-    python transformer_train.py --resume         # continue an interrupted run
+    python transformer_train.py                       # raster GPT; needs checkpoints/vqvae.pt from vqvae_train.py
+    python transformer_train.py --prior var           # next-scale VAR; needs checkpoints/vqvae_multiscale.pt
+                                                      #   (python vqvae_train.py --preset mnist_var)
+    python transformer_train.py --prior diffusion     # discrete diffusion (diffusion.noise = mask | uniform)
+    python transformer_train.py --resume              # continue an interrupted run
 
-The dataset is encoded once and cached under data/tokens/, keyed by the tokenizer's fingerprint. Writes
-checkpoints/gpt.pt (weights + config + the tokenizer it was trained on), and into _results/transformer/ a grid of
-samples at temperature 1.0 every `gpt_train.sample_every` epochs (one row per digit 0-9) and the loss curves.
+The dataset is encoded once and cached under data/tokens/, keyed by the tokenizer's fingerprint. All three priors
+share this script's loop: each exposes `loss(tokens_BL, class_B)` and `sample(...)`. Writes checkpoints/<prior>.pt
+(weights + config + the tokenizer it was trained on; the uniform diffusion prior is diffusion_uniform.pt), and
+into _results/transformer/ (GPT) or _results/<prior>/ a grid of samples at temperature 1.0 every
+`<prior>_train.sample_every` epochs (one row per digit 0-9) and the loss curves; the diffusion prior also gets the
+reverse process as a strip and an animated GIF at the end.
 """
 import math
 import os
@@ -13,49 +19,51 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import config
 import data
 import training
-from checkpoint import CheckpointError, atomic_save, default_path, load_vqvae
-from generator import draw_images
+from checkpoint import (CheckpointError, atomic_save, build_prior, default_path, load_vqvae, prior_name,
+                        prior_token_info, tokenizer_path)
+from generator import draw_images, save_reverse_process
 from models import device as devices
-from models.gpt import GPT, grid_to_sequence
+from models.var import VAR
 
 
 def make_optimizer(model, tc):
     """AdamW with weight decay on matrices only (not on biases, norms or embeddings), as in GPT-2 / nanoGPT."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # VAR's tokenizer copy is frozen
+    decay = [p for n, p in params if p.dim() >= 2 and "emb" not in n]
+    no_decay = [p for n, p in params if not (p.dim() >= 2 and "emb" not in n)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.95))
 
 
 @torch.no_grad()
-def validation_loss(model, tokens_NL, labels_N, device, dtype, batch_size=1000):
-    """Mean cross-entropy per token (nats) of the class-conditional model on held-out tokens."""
+def validation_loss(model, tokens_NL, labels_N, device, dtype, batch_size=1000, seed=0):
+    """The prior's training loss on held-out tokens, class-conditional: for the GPT and VAR the exact cross-entropy
+    per token (nats); for diffusion the denoising loss, with its noise drawn from a fixed seed."""
     model.eval()
     total = 0.0
-    for i in range(0, len(tokens_NL), batch_size):
-        tokens, labels = tokens_NL[i:i + batch_size].to(device), labels_N[i:i + batch_size].to(device)
-        with devices.autocast(device, dtype):
-            logits = model(tokens, labels)
-        total += F.cross_entropy(logits.float().reshape(-1, model.V), tokens.reshape(-1), reduction="sum").item()
-    return total / tokens_NL.numel()
+    with devices.forked_rng(device):
+        torch.manual_seed(seed)
+        for i in range(0, len(tokens_NL), batch_size):
+            tokens, labels = tokens_NL[i:i + batch_size].to(device), labels_N[i:i + batch_size].to(device)
+            with devices.autocast(device, dtype):
+                total += model.loss(tokens, labels).item() * len(tokens)
+    return total / len(tokens_NL)
 
 
-def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, cfg, epoch, device, dtype, step, total_steps):
+def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device, dtype, step, total_steps, seed):
     model.train()
-    tc = cfg.gpt_train
-    rng = training.epoch_generator(cfg.seed, epoch)
+    rng = training.epoch_generator(seed, epoch)
     batches = data.batch_indices(len(tokens_NL), tc.batch_size, rng)
     total = 0.0
-    bar = tqdm(batches, desc=f"gpt epoch {epoch}/{tc.epochs}", leave=False)
+    bar = tqdm(batches, desc=f"{model.kind} epoch {epoch}/{tc.epochs}", leave=False)
     for batch in bar:
         tokens, labels = tokens_NL[batch].to(device), labels_N[batch].clone()
-        dropped = torch.rand(len(labels), generator=rng) < cfg.gpt.class_dropout  # teaches the "no class" id
+        dropped = torch.rand(len(labels), generator=rng) < model.cfg.class_dropout  # teaches the "no class" id
         labels[dropped] = model.no_class
         training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, tc.warmup_steps, tc.min_lr_ratio))
         with devices.autocast(device, dtype):
@@ -72,76 +80,100 @@ def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, cfg, epoch, devic
     return total / len(batches), step
 
 
-def save_sample_grid(model, vqvae, cfg, device, dtype, path):
+def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
     """One row per digit 0-9 at temperature 1.0 (and the configured guidance), from a fixed seed so grids of
     different epochs compare."""
     classes = torch.arange(10).repeat_interleave(cfg.sample.per_class)
     images = draw_images(model, vqvae, classes, device, dtype, temperature=1.0, cfg_scale=cfg.sample.cfg_scale,
-                         seed=cfg.seed)
+                         seed=seed)
     training.save_image_grid(images, path, nrow=cfg.sample.per_class)
 
 
 def main(argv=None):
-    parser = config.make_parser("Train the raster-order GPT prior on VQ-VAE tokens.")
+    parser = config.make_parser("Train a token prior (raster GPT, VAR or discrete diffusion) on VQ-VAE tokens.")
+    parser.add_argument("--prior", default="gpt", choices=config.PRIORS, help="which prior to train (default: gpt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
-    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt)")
+    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt, "
+                                                      "or vqvae_multiscale.pt for --prior var)")
     args, cfg = config.parse_config(parser, argv)
     try:
-        train(cfg, resume=args.resume, vqvae_path=args.vqvae or default_path(cfg, "vqvae"))
+        train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae)
     except (data.DataError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 
 
-def train(cfg, resume=False, vqvae_path="checkpoints/vqvae.pt"):
+def check_tokenizer(kind, vqvae, vqvae_path):
+    """VAR needs the multi-scale tokenizer; the GPT and diffusion priors read single-scale grids."""
+    if kind == "var" and not vqvae.multiscale:
+        raise CheckpointError(f"{vqvae_path} is a single-scale tokenizer, but VAR needs the multi-scale one; "
+                              f"train it with: python vqvae_train.py --preset mnist_var")
+    if kind != "var" and vqvae.multiscale:
+        raise CheckpointError(f"{vqvae_path} is a multi-scale (VAR) tokenizer; the {kind} prior needs a single-scale "
+                              f"one (python vqvae_train.py), or train VAR with --prior var")
+
+
+def new_prior(kind, cfg, vqvae):
+    if kind == "var":
+        return VAR.from_tokenizer(cfg.var, vqvae)
+    return build_prior(kind, config.to_dict(getattr(cfg, kind)), prior_token_info(vqvae))
+
+
+def train(cfg, kind="gpt", resume=False, vqvae_path=None):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
-    ckpt_path = default_path(cfg, "gpt")
-    results_dir = os.path.join(cfg.results_dir, "transformer")
+    name = prior_name(cfg, kind)
+    ckpt_path = default_path(cfg, name)
+    results_dir = os.path.join(cfg.results_dir, "transformer" if kind == "gpt" else name)
+    tc = getattr(cfg, f"{kind}_train")
 
+    vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=(kind == "var"))
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device)
+    check_tokenizer(kind, vqvae, vqvae_path)
     tokenizer_id = vqvae_ckpt["tokenizer_id"]
-    tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode)
-    train_tokens, train_labels = grid_to_sequence(tokens["train"][0]), tokens["train"][1]
-    test_tokens, test_labels = grid_to_sequence(tokens["test"][0]), tokens["test"][1]
+    tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
+    train_tokens, train_labels = tokens["train"][0].flatten(1), tokens["train"][1]
+    test_tokens, test_labels = tokens["test"][0].flatten(1), tokens["test"][1]
 
-    model = GPT(cfg.gpt, vqvae.grid_shape, vqvae.cfg.codebook_size).to(device)
-    optimizer = make_optimizer(model, cfg.gpt_train)
+    model = new_prior(kind, cfg, vqvae).to(device)
+    optimizer = make_optimizer(model, tc)
     scaler = devices.grad_scaler(device, dtype)
-    run_cfg = {**training.run_config(cfg, "data", "gpt", "gpt_train"), "tokenizer_id": tokenizer_id}
+    run_cfg = {**training.run_config(cfg, "data", kind, f"{kind}_train"), "tokenizer_id": tokenizer_id}
     start_epoch, history, elapsed = 1, [], 0.0
     if resume:
-        ckpt = training.resume_state(ckpt_path, "gpt", run_cfg)
+        ckpt = training.resume_state(ckpt_path, kind, run_cfg)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, history, elapsed = ckpt["epoch"] + 1, ckpt["history"], ckpt["train_seconds"]
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
-    H, W, K = vqvae.grid_shape
-    print(f"GPT: sequence of {model.L} tokens ({H}x{W}x{K}), {training.count_parameters(model) / 1e6:.2f}M "
-          f"parameters, tokenizer {tokenizer_id}; {devices.describe(device, dtype)}")
-    steps_per_epoch = math.ceil(len(train_tokens) / cfg.gpt_train.batch_size)
-    total_steps, step = cfg.gpt_train.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
-    for epoch in range(start_epoch, cfg.gpt_train.epochs + 1):
+    exact = kind != "diffusion"  # GPT and VAR losses are exact likelihoods; diffusion's is a denoising loss
+    print(f"{kind}: sequence of {model.L} tokens, {training.count_parameters(model, trainable=True) / 1e6:.2f}M "
+          f"trainable parameters, tokenizer {tokenizer_id}; {devices.describe(device, dtype)}")
+    steps_per_epoch = math.ceil(len(train_tokens) / tc.batch_size)
+    total_steps, step = tc.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
+    for epoch in range(start_epoch, tc.epochs + 1):
         t0 = time.time()
-        train_loss, step = train_epoch(model, optimizer, scaler, train_tokens, train_labels, cfg, epoch, device,
-                                       dtype, step, total_steps)
+        train_loss, step = train_epoch(model, optimizer, scaler, train_tokens, train_labels, tc, epoch, device,
+                                       dtype, step, total_steps, cfg.seed)
         elapsed += time.time() - t0
-        val_loss = validation_loss(model, test_tokens, test_labels, device, dtype)
+        val_loss = validation_loss(model, test_tokens, test_labels, device, dtype, seed=cfg.seed)
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                         "val_bits_per_token": val_loss / math.log(2), "seconds": elapsed})
-        print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats "
-              f"= {val_loss / math.log(2):.3f} bits/token  ({elapsed:.0f}s)")
-        if epoch % cfg.gpt_train.sample_every == 0 or epoch == cfg.gpt_train.epochs:
-            save_sample_grid(model, vqvae, cfg, device, dtype, os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"))
+        figure = f"= {val_loss / math.log(2):.3f} bits/token" if exact else "(denoising loss)"
+        print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats {figure}  ({elapsed:.0f}s)")
+        if epoch % tc.sample_every == 0 or epoch == tc.epochs:
+            save_sample_grid(model, vqvae, cfg, device, dtype, os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"),
+                             cfg.seed)
         training.plot_curves(history, ("train_loss", "val_loss"), os.path.join(results_dir, "loss.png"),
-                             "GPT cross-entropy (nats per token)")
-        atomic_save({"kind": "gpt", "config": config.to_dict(cfg.gpt),
+                             f"{name} {'cross-entropy' if exact else 'denoising loss'} (nats per token)")
+        atomic_save({"kind": kind, "config": config.to_dict(model.cfg),
                      "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                      "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                     "train_seconds": elapsed, "run_config": run_cfg, "grid_shape": list(vqvae.grid_shape),
-                     "codebook_size": vqvae.cfg.codebook_size, "tokenizer_id": tokenizer_id,
-                     "vqvae_path": vqvae_path}, ckpt_path)
+                     "train_seconds": elapsed, "run_config": run_cfg, **prior_token_info(vqvae),
+                     "tokenizer_id": tokenizer_id, "vqvae_path": vqvae_path}, ckpt_path)
+    if kind == "diffusion":
+        save_reverse_process(model, vqvae, device, dtype, os.path.join(results_dir, "reverse_process"), cfg.seed)
     print(f"checkpoint: {ckpt_path}\nsamples and curves: {results_dir}/")
 
 

@@ -2,10 +2,14 @@
 
     python vqvae_train.py                                  # default 4x4x1 grid
     python vqvae_train.py --preset mnist_4x4x2             # or any --set vqvae.<field>=<value>
+    python vqvae_train.py --preset mnist_var               # VAR's multi-scale residual tokenizer
     python vqvae_train.py --resume                         # continue an interrupted run
 
 Writes checkpoints/vqvae.pt (weights + config + tokenizer fingerprint), and into _results/vqvae/: originals over
 reconstructions of fixed test digits every `vqvae_train.sample_every` epochs, and loss / codebook-usage curves.
+The multi-scale tokenizer writes checkpoints/vqvae_multiscale.pt and _results/vqvae/multiscale_*.png, among them
+`multiscale_scales_epochNNN.png`: each column decodes one more scale (1x1, then 1x1 + 2x2, ...), the last is the
+original, so the digit sharpens scale by scale.
 """
 import os
 import sys
@@ -18,16 +22,25 @@ from tqdm import tqdm
 import config
 import data
 import training
-from checkpoint import CheckpointError, atomic_save, default_path, tokenizer_fingerprint
+from checkpoint import CheckpointError, atomic_save, tokenizer_fingerprint, tokenizer_path
 from models import device as devices
 from models.vqvae import VQVAE
 
 
+def token_groups(model, idx):
+    """The token maps whose code usage is reported: one per codebook, or one per scale (multi-scale)."""
+    if model.multiscale:
+        return [i.cpu() for i in idx]
+    return [idx[..., k].cpu() for k in range(idx.shape[-1])]
+
+
 @torch.no_grad()
 def evaluate(model, images_uint8, device, dtype, batch_size=1000):
-    """Test-set reconstruction MSE (pixels in [0, 1]) and, per codebook, usage (codes used / V) and perplexity."""
+    """Test-set reconstruction MSE (pixels in [0, 1]) and, per codebook (multi-scale: per scale), usage (codes
+    used / V) and perplexity."""
     model.eval()
-    K, V = model.cfg.num_codebooks, model.cfg.codebook_size
+    K = len(model.cfg.scales) if model.multiscale else model.cfg.num_codebooks
+    V = model.cfg.codebook_size
     counts_KV = torch.zeros(K, V)
     squared_error = 0.0
     for i in range(0, len(images_uint8), batch_size):
@@ -36,9 +49,8 @@ def evaluate(model, images_uint8, device, dtype, batch_size=1000):
             idx = model.encode(x)
             recon = model.decode(idx)
         squared_error += F.mse_loss(recon.float().clamp(-1, 1), x, reduction="sum").item() / 4  # [-1,1] -> [0,1]
-        idx = idx.cpu()
-        for k in range(K):
-            counts_KV[k] += torch.bincount(idx[..., k].flatten(), minlength=V).float()
+        for k, group in enumerate(token_groups(model, idx)):
+            counts_KV[k] += torch.bincount(group.flatten(), minlength=V).float()
     p_KV = counts_KV / counts_KV.sum(1, keepdim=True)
     perplexity = torch.exp(-(p_KV * p_KV.clamp_min(1e-10).log()).sum(1))
     return {"val_mse": squared_error / images_uint8.numel(),
@@ -53,6 +65,16 @@ def save_reconstructions(model, images_uint8, device, path):
     x = data.to_model_range(images_uint8).to(device)
     recon = model.decode(model.encode(x)).cpu()
     training.save_image_grid(torch.cat([x.cpu(), recon]), path, nrow=len(x))
+
+
+@torch.no_grad()
+def save_scale_strip(model, images_uint8, device, path):
+    """Multi-scale tokenizer: one row per digit; column k decodes scales 1..k, the last column is the original."""
+    model.eval()
+    x = data.to_model_range(images_uint8).to(device)
+    idx_list = model.encode(x)
+    columns = [model.decode(idx_list[:k]).cpu() for k in range(1, len(idx_list) + 1)] + [x.cpu()]
+    training.save_image_grid(torch.stack(columns, dim=1).flatten(0, 1), path, nrow=len(columns))
 
 
 def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps, snapshot):
@@ -98,8 +120,9 @@ def train(cfg, resume=False):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
-    ckpt_path = default_path(cfg, "vqvae")
+    ckpt_path = tokenizer_path(cfg)
     results_dir = os.path.join(cfg.results_dir, "vqvae")
+    tag = "multiscale_" if cfg.vqvae.scales else ""  # the two tokenizers share the folder, not the file names
     train_images, _ = data.load_split(cfg.data, train=True)
     test_images, _ = data.load_split(cfg.data, train=False)
 
@@ -116,14 +139,17 @@ def train(cfg, resume=False):
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
     H, W, K = model.grid_shape
-    print(f"VQ-VAE: {H}x{W}x{K} tokens, {cfg.vqvae.codebook_size} codes per codebook, "
-          f"{training.count_parameters(model) / 1e6:.2f}M parameters; {devices.describe(device, dtype)}")
+    layout = (f"scales {'+'.join(f'{s}x{s}' for s in cfg.vqvae.scales)} = {model.sequence_length} tokens, one shared "
+              f"codebook of {cfg.vqvae.codebook_size}" if model.multiscale else
+              f"{H}x{W}x{K} tokens, {cfg.vqvae.codebook_size} codes per codebook")
+    print(f"VQ-VAE: {layout}, {training.count_parameters(model) / 1e6:.2f}M parameters; "
+          f"{devices.describe(device, dtype)}")
     steps_per_epoch = len(data.batch_indices(len(train_images), cfg.vqvae_train.batch_size, shuffle=False))
     total_steps, step = cfg.vqvae_train.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
     show = test_images[:cfg.vqvae_train.num_show]
 
     def snapshot(at_step):
-        save_reconstructions(model, show, device, os.path.join(results_dir, f"recon_step{at_step:05d}.png"))
+        save_reconstructions(model, show, device, os.path.join(results_dir, f"{tag}recon_step{at_step:05d}.png"))
 
     for epoch in range(start_epoch, cfg.vqvae_train.epochs + 1):
         t0 = time.time()
@@ -135,10 +161,12 @@ def train(cfg, resume=False):
                         "usage": min(val["usage"]), "seconds": elapsed})
         usage = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(val["usage"], val["perplexity"]))
         print(f"epoch {epoch}: train mse {train_stats['train_mse']:.4f}  val mse {val['val_mse']:.4f}  "
-              f"codebook usage/perplexity {usage}  ({elapsed:.0f}s)")
+              f"{'per-scale' if model.multiscale else 'codebook'} usage/perplexity {usage}  ({elapsed:.0f}s)")
         if epoch % cfg.vqvae_train.sample_every == 0 or epoch == cfg.vqvae_train.epochs:
-            save_reconstructions(model, show, device, os.path.join(results_dir, f"recon_epoch{epoch:03d}.png"))
-        training.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, "loss.png"),
+            save_reconstructions(model, show, device, os.path.join(results_dir, f"{tag}recon_epoch{epoch:03d}.png"))
+            if model.multiscale:
+                save_scale_strip(model, show[:8], device, os.path.join(results_dir, f"{tag}scales_epoch{epoch:03d}.png"))
+        training.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, f"{tag}loss.png"),
                              "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
         model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         atomic_save({"kind": "vqvae", "config": config.to_dict(cfg.vqvae), "model": model_cpu,

@@ -61,3 +61,11 @@ def seed_everything(seed):
 def describe(device, dtype):
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     return f"device {device}{threads}, mixed precision {'off' if dtype is None else str(dtype).replace('torch.', '')}"
+
+
+def forked_rng(device):
+    """A context in which the RNG of the CPU (and of `device`) can be reseeded without touching the training run's
+    stream: validation of a prior whose loss draws noise (diffusion) then gives the same figure every epoch."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(device_type=device.type)

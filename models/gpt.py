@@ -26,14 +26,19 @@ def sequence_to_grid(tokens_BL, grid_shape):
     return tokens_BL.reshape(tokens_BL.shape[0], H, W, K)
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model, n_head, dropout):
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through SDPA, with an optional key/value cache.
+
+    causal=True: the raster GPT (token s sees tokens <= s). causal=False: every query sees every key it is given,
+    unless the caller passes `attn_mask` (VAR's block-causal mask); the bidirectional diffusion prior passes none."""
+
+    def __init__(self, d_model, n_head, dropout, causal=True):
         super().__init__()
-        self.n_head, self.dropout = n_head, dropout
+        self.n_head, self.dropout, self.causal = n_head, dropout, causal
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x_BTD, cache=None, start=0):
+    def forward(self, x_BTD, cache=None, start=0, attn_mask=None):
         """cache: a dict holding this layer's key/value buffers (made on first use, in the keys' dtype, which under
         autocast is the autocast dtype); this chunk's keys/values go to slots [start, start+T), attention reads
         slots [0, start+T)."""
@@ -46,7 +51,9 @@ class CausalSelfAttention(nn.Module):
             cache["k"][:, :, start:start + T] = k
             cache["v"][:, :, start:start + T] = v
             k, v = cache["k"][:, :, :start + T], cache["v"][:, :, :start + T]
-        if T == 1:  # one new token sees everything before it: no mask needed
+        if not self.causal:
+            mask, causal = attn_mask, False
+        elif T == 1:  # one new token sees everything before it: no mask needed
             mask, causal = None, False
         elif start == 0:
             mask, causal = None, True
@@ -61,10 +68,10 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, d_model, n_head, mlp_ratio, dropout):
+    def __init__(self, d_model, n_head, mlp_ratio, dropout, causal=True):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_head, dropout)
+        self.attn = SelfAttention(d_model, n_head, dropout, causal)
         self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
                                  nn.Linear(mlp_ratio * d_model, d_model), nn.Dropout(dropout))
 
@@ -74,6 +81,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    kind = "gpt"
+
     def __init__(self, cfg, grid_shape, codebook_size):
         super().__init__()
         self.cfg, self.grid_shape, self.V = cfg, tuple(grid_shape), codebook_size
@@ -141,6 +150,9 @@ class GPT(nn.Module):
         return F.cross_entropy(logits_BLV.float().reshape(-1, self.V), tokens_BL.reshape(-1))
 
     # --- sampling ---------------------------------------------------------------------------------------------
+    def forward_passes(self, steps=None):
+        return self.L
+
     def new_cache(self):
         """One key/value store per layer; slots 0..L-1 are the only inputs ever fed (slot L would predict nothing)."""
         return [{"max_len": self.L} for _ in self.blocks]
@@ -162,7 +174,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def sample(self, class_B, temperature=1.0, top_k=0, cfg_scale=1.0, prefix_BT=None, use_cache=True,
-               generator=None):
+               generator=None, **unused):
         """Draw token sequences tokens_BL for the given classes (use `no_class` for unconditional).
 
         prefix_BT: optional first tokens to keep (completion). cfg_scale != 1 mixes conditional and unconditional

@@ -123,3 +123,107 @@ class MultiCodebookQuantizer(nn.Module):
                                  for k in range(idx_BHWK.shape[-1])]).float()
         p_KV = counts_KV / counts_KV.sum(1, keepdim=True)
         return torch.exp(-(p_KV * torch.log(p_KV.clamp_min(1e-10))).sum(1))
+
+
+class MultiScaleResidualQuantizer(nn.Module):
+    """VAR's tokenizer (Tian et al. 2024, Algorithm 1): one latent f_BDhw becomes K token maps of growing size.
+
+    For scales s_1 < ... < s_K = h: the residual r = f - f_hat is area-downsampled to s_k x s_k, quantized with
+    **one codebook shared by all scales**, looked up, upsampled back to h x w (bicubic, as the paper), passed through
+    that scale's light refinement phi_k (a 3x3 conv mixed in with ratio phi_ratio; one per scale, since at this size
+    they cost ~2k parameters each), and added to f_hat. The decoder sees f_hat, the sum of all scales, and so decoding
+    any prefix of the scale list gives a coarser image of the same digit.
+
+    The codebook is an EMA codebook with dead-code restarts (the MultiCodebookQuantizer with K = 1), fed with the
+    residual vectors of every scale. The encoder gets the commitment loss and the straight-through gradient; the
+    phi convs learn from ||f_hat - sg(f)||^2. As in the single-scale quantizer, `lookup` is the one path from
+    indices to latents, used by the training pass and by decoding, so decode(encode(x)) is the training output.
+    """
+
+    def __init__(self, scales, codebook_size, code_dim, phi_ratio=0.5, ema_decay=0.99, dead_code_threshold=1.0,
+                 commitment_weight=0.25):
+        super().__init__()
+        self.scales, self.V, self.D, self.phi_ratio = tuple(scales), codebook_size, code_dim, phi_ratio
+        self.commitment_weight = commitment_weight
+        self.codebook = MultiCodebookQuantizer(1, codebook_size, code_dim, ema_decay, dead_code_threshold)
+        self.phis = nn.ModuleList(nn.Conv2d(code_dim, code_dim, 3, padding=1) for _ in self.scales)
+
+    @property
+    def tokens_per_scale(self):
+        return [s * s for s in self.scales]
+
+    # --- resizing and the per-scale contribution ----------------------------------------------------------------
+    @staticmethod
+    def downsample(f_BDHW, size):
+        return f_BDHW if f_BDHW.shape[-1] == size else F.interpolate(f_BDHW, size=(size, size), mode="area")
+
+    @staticmethod
+    def upsample(q_BDss, size):
+        return q_BDss if q_BDss.shape[-1] == size else F.interpolate(q_BDss, size=(size, size), mode="bicubic")
+
+    def contribution(self, k, idx_Bss):
+        """What scale k adds to f_hat: phi_k(upsample(codes)), (B, D, h, h)."""
+        q_BDss = F.embedding(idx_Bss, self.codebook.codebook_KVD[0]).permute(0, 3, 1, 2)
+        h_BDHW = self.upsample(q_BDss, self.scales[-1])
+        return (1 - self.phi_ratio) * h_BDHW + self.phi_ratio * self.phis[k](h_BDHW)
+
+    def _vectors(self, r_BDss):
+        """(B, D, s, s) -> (1, B*s*s, D), the layout the shared codebook works on."""
+        return r_BDss.permute(0, 2, 3, 1).reshape(1, -1, self.D)
+
+    # --- the two directions -------------------------------------------------------------------------------------
+    def quantize(self, z_BDHW, record=None):
+        """Latent -> list of K index maps idx_Bss (coarse to fine). `record`, if a list, receives each scale's
+        (residual vectors, indices) for the EMA update."""
+        f_rest = z_BDHW.detach().float()
+        idx_list = []
+        for k, s in enumerate(self.scales):
+            r_1ND = self._vectors(self.downsample(f_rest, s))
+            idx_1N = self.codebook.nearest_codes(r_1ND)
+            idx_list.append(idx_1N.reshape(-1, s, s))
+            if record is not None:
+                record.append((r_1ND, idx_1N))
+            f_rest = f_rest - self.contribution(k, idx_list[-1]).detach()
+        return idx_list
+
+    def lookup(self, idx_list):
+        """Index maps of the first n <= K scales -> f_hat_BDHW, the sum of their contributions."""
+        f_hat = 0
+        for k, idx_Bss in enumerate(idx_list):
+            f_hat = f_hat + self.contribution(k, idx_Bss)
+        return f_hat
+
+    def partial_sums(self, idx_list):
+        """f_hat after each scale: [f_hat_1, ..., f_hat_n] (what VAR's teacher forcing and sampling read)."""
+        sums, f_hat = [], 0
+        for k, idx_Bss in enumerate(idx_list):
+            f_hat = f_hat + self.contribution(k, idx_Bss)
+            sums.append(f_hat)
+        return sums
+
+    # --- training -----------------------------------------------------------------------------------------------
+    def forward(self, z_BDHW):
+        """Returns (straight-through f_hat_BDHW, idx_list, loss, per-scale perplexity (K,)), in float32."""
+        with torch.autocast(z_BDHW.device.type, enabled=False):
+            f = z_BDHW.float()
+            if self.training and not bool(self.codebook.initialized):
+                self.codebook._init_from(self._vectors(f.detach()))
+            record = []
+            idx_list = self.quantize(f, record)
+            f_hat = self.lookup(idx_list)
+            # The VQ-VAE weighs this by beta (commitment_weight): beta * ||f - sg(f_hat)||^2 pulls the encoder
+            # towards its codes, and ||f_hat - sg(f)||^2 (weight 1) trains the phi convs.
+            loss = F.mse_loss(f, f_hat.detach()) + F.mse_loss(f_hat, f.detach()) / self.commitment_weight
+            if self.training:
+                self.codebook._ema_update(torch.cat([r for r, _ in record], 1), torch.cat([i for _, i in record], 1))
+            f_hat_st = f + (f_hat - f).detach()
+            return f_hat_st, idx_list, loss, self.perplexity(idx_list)
+
+    def perplexity(self, idx_list):
+        """exp(entropy) of the code distribution at each scale in this batch."""
+        out = []
+        for idx in idx_list:
+            p_V = torch.bincount(idx.flatten(), minlength=self.V).float()
+            p_V = p_V / p_V.sum()
+            out.append(torch.exp(-(p_V * torch.log(p_V.clamp_min(1e-10))).sum()))
+        return torch.stack(out)

@@ -1,14 +1,19 @@
-"""VQ-VAE: a conv encoder down to an H x W latent, K parallel codebooks, and a conv decoder back to 28 x 28.
+"""VQ-VAE: a conv encoder down to an H x W latent, a quantizer, and a conv decoder back to 28 x 28.
 
 The number of stride-2 steps follows from the grid size alone (28 -> 14 -> 7 -> 4 -> 2 -> 1), so 7x7, 4x4 and 2x2
 grids need no code change. The decoder mirrors the encoder, upsampling to the exact sizes the encoder went through.
+
+Two quantizers, chosen by config: K parallel codebooks (the default; tokens idx_BHWK), or VAR's multi-scale residual
+quantizer (`vqvae.scales` set; tokens: a list of index maps idx_Bss, coarse to fine). Either way the priors see a
+flat token sequence tokens_BL (`to_sequence` / `from_sequence`): raster order with codebooks innermost, or the
+scales one after the other, each in raster order.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from config import IMAGE_SIZE, reachable_grid_sizes
-from models.quantizer import MultiCodebookQuantizer
+from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer
 
 
 def down_sizes(grid_size):
@@ -78,14 +83,56 @@ class VQVAE(nn.Module):
         self.cfg = cfg
         latent_channels = cfg.num_codebooks * cfg.code_dim
         self.encoder = Encoder(cfg.grid_size, cfg.channels, cfg.num_res_blocks, latent_channels)
-        self.quantizer = MultiCodebookQuantizer(cfg.num_codebooks, cfg.codebook_size, cfg.code_dim,
-                                                cfg.ema_decay, cfg.dead_code_threshold)
+        if self.multiscale:
+            self.quantizer = MultiScaleResidualQuantizer(cfg.scales, cfg.codebook_size, cfg.code_dim, cfg.phi_ratio,
+                                                         cfg.ema_decay, cfg.dead_code_threshold, cfg.commitment_weight)
+        else:
+            self.quantizer = MultiCodebookQuantizer(cfg.num_codebooks, cfg.codebook_size, cfg.code_dim,
+                                                    cfg.ema_decay, cfg.dead_code_threshold)
         self.decoder = Decoder(cfg.grid_size, cfg.channels, cfg.num_res_blocks, latent_channels)
 
     @property
+    def multiscale(self):
+        return len(self.cfg.scales) > 0
+
+    @property
     def grid_shape(self):
-        """(H, W, K) of the token grid."""
+        """(H, W, K) of the (finest) token grid."""
         return self.cfg.grid_size, self.cfg.grid_size, self.cfg.num_codebooks
+
+    @property
+    def sequence_length(self):
+        if self.multiscale:
+            return sum(s * s for s in self.cfg.scales)
+        H, W, K = self.grid_shape
+        return H * W * K
+
+    def to_sequence(self, idx):
+        """idx_BHWK (or the multi-scale list of idx_Bss) -> tokens_BL."""
+        if self.multiscale:
+            return torch.cat([idx_Bss.reshape(idx_Bss.shape[0], -1) for idx_Bss in idx], dim=1)
+        return idx.reshape(idx.shape[0], -1)
+
+    def from_sequence(self, tokens_BL):
+        """tokens_BL -> idx_BHWK, or the list of idx_Bss (a shorter sequence gives the first scales only)."""
+        B = tokens_BL.shape[0]
+        if not self.multiscale:
+            return tokens_BL.reshape(B, *self.grid_shape)
+        idx_list, start = [], 0
+        for s in self.cfg.scales:
+            if start + s * s > tokens_BL.shape[1]:
+                break
+            idx_list.append(tokens_BL[:, start:start + s * s].reshape(B, s, s))
+            start += s * s
+        return idx_list
+
+    @torch.no_grad()
+    def encode_sequence(self, x_B1HW):
+        return self.to_sequence(self.encode(x_B1HW))
+
+    @torch.no_grad()
+    def decode_sequence(self, tokens_BL):
+        return self.decode(self.from_sequence(tokens_BL))
 
     def forward(self, x_B1HW):
         """Training pass: (reconstruction, idx_BHWK, commitment loss, perplexity per codebook)."""
@@ -95,10 +142,11 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, x_B1HW):
-        """Images in [-1, 1] -> token grid idx_BHWK."""
+        """Images in [-1, 1] -> token grid idx_BHWK (multi-scale: the list of idx_Bss, coarse to fine)."""
         return self.quantizer.quantize(self.encoder(x_B1HW))
 
     @torch.no_grad()
-    def decode(self, idx_BHWK):
-        """Token grid -> images in [-1, 1] (not clamped)."""
-        return self.decoder(self.quantizer.lookup(idx_BHWK))
+    def decode(self, idx):
+        """Token grid -> images in [-1, 1] (not clamped). Multi-scale: any prefix of the scale list decodes, to a
+        coarser image (the sum of fewer scales)."""
+        return self.decoder(self.quantizer.lookup(idx))
