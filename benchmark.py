@@ -1,12 +1,16 @@
-"""Speed and quality-vs-temperature figures for the trained checkpoints, and the RESULTS.md page built from them.
+"""Speed and quality figures for every trained prior, and the RESULTS.md page built from them.
 
     python benchmark.py                      # sampling and training throughput, printed
-    python benchmark.py --sweep              # + FID / precision / recall vs temperature (PNG plot)
-    python benchmark.py --report             # all of the above + evaluate.py's table -> RESULTS.md
+    python benchmark.py --sweep              # + the GPT's FID / precision / recall vs temperature (PNG plot)
+    python benchmark.py --report             # all of the above + every prior side by side -> RESULTS.md
 
-Timings: each figure is the median of --repeats runs after one warm-up run, with the spread (min-max) beside it;
-ratios (KV cache on vs off) come from the same process. The device and thread count are printed with them.
+The report compares the priors whose checkpoints exist (checkpoints/gpt.pt is required; var.pt, diffusion.pt and
+diffusion_uniform.pt are added when present), each on its own tokenizer: classifier-FID and friends on --n samples,
+images/s and forward passes per image, and for the diffusion priors the same at 4, 8, 16 and 32 reverse steps.
+Timings: each speed figure is the median of --repeats runs after one warm-up run, with the spread (min-max) beside
+it; ratios (KV cache on vs off) come from the same process. Quality rows time their own --n samples once.
 """
+import copy
 import datetime
 import os
 import platform
@@ -23,10 +27,11 @@ import config
 import data
 import evaluate
 import training
-from checkpoint import CheckpointError, default_path, load_pair
+from checkpoint import CheckpointError, default_path, load_pair, load_vqvae, prior_name
 from generator import class_ids, draw_images
 from models import device as devices
-from models.gpt import grid_to_sequence
+
+DIFFUSION_STEPS = (4, 8, 16, 32)
 
 
 def timed(fn, repeats, warmup=1):
@@ -60,18 +65,16 @@ def sampling_speed(prior, vqvae, device, dtype, batch_sizes, repeats, cfg_scale=
     return rows
 
 
-def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5):
-    """Training images/s of each stage: `steps` optimizer steps at the configured batch size, timed `repeats` times."""
+def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_vqvae=True):
+    """Training images/s of the tokenizer and the prior: `steps` optimizer steps at the configured batch size, timed
+    `repeats` times. Returns {"vqvae": ..., prior.kind: ...}."""
     images, labels = data.load_split(cfg.data, train=True)
-    vq_batch, gpt_batch = cfg.vqvae_train.batch_size, cfg.gpt_train.batch_size
+    vq_batch, prior_batch = cfg.vqvae_train.batch_size, getattr(cfg, f"{prior.kind}_train").batch_size
     x = data.to_model_range(images[:vq_batch]).to(device)
-    tokens = grid_to_sequence(vqvae.encode(data.to_model_range(images[:gpt_batch]).to(device)))
-    classes = labels[:gpt_batch].to(device)
+    tokens = vqvae.encode_sequence(data.to_model_range(images[:prior_batch]).to(device))
+    classes = labels[:prior_batch].to(device)
     # train copies, so the benchmark never touches the checkpoints' weights
-    vq_model = type(vqvae)(vqvae.cfg).to(device)
-    vq_model.load_state_dict(vqvae.state_dict())
-    gpt_model = type(prior)(prior.cfg, prior.grid_shape, prior.V).to(device)
-    gpt_model.load_state_dict(prior.state_dict())
+    vq_model, prior_model = copy.deepcopy(vqvae), copy.deepcopy(prior)
 
     def vq_steps():
         vq_model.train()
@@ -84,18 +87,19 @@ def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5):
             loss.backward()
             opt.step()
 
-    def gpt_steps():
-        gpt_model.train()
-        opt = torch.optim.AdamW(gpt_model.parameters(), lr=1e-4)
+    def prior_steps():
+        prior_model.train()
+        opt = torch.optim.AdamW([p for p in prior_model.parameters() if p.requires_grad], lr=1e-4)
         for _ in range(steps):
             with devices.autocast(device, dtype):
-                loss = gpt_model.loss(tokens, classes)
+                loss = prior_model.loss(tokens, classes)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
     out = {}
-    for name, fn, batch in (("vqvae", vq_steps, vq_batch), ("gpt", gpt_steps, gpt_batch)):
+    stages = [("vqvae", vq_steps, vq_batch)] if include_vqvae else []
+    for name, fn, batch in stages + [(prior.kind, prior_steps, prior_batch)]:
         median, (lo, hi) = timed(fn, repeats)
         out[name] = {"images_per_s": steps * batch / median, "spread": (steps * batch / hi, steps * batch / lo)}
     return out
@@ -139,15 +143,79 @@ def describe_machine(device, dtype):
     return f"{devices.describe(device, dtype)}; {cpu}; torch {torch.__version__}; {os.cpu_count()} logical CPUs"
 
 
+
+
+# --- all priors side by side ----------------------------------------------------------------------------------------
+
+PRIOR_ROWS = (("GPT (raster)", "gpt", "mask"), ("VAR (next-scale)", "var", "mask"),
+              ("diffusion, mask", "diffusion", "mask"), ("diffusion, uniform", "diffusion", "uniform"))
+
+
+def load_priors(cfg, device):
+    """The trained priors, each with its tokenizer: checkpoints/gpt.pt is required, the others are used if present."""
+    found = []
+    for label, kind, noise in PRIOR_ROWS:
+        name = prior_name(SimpleNamespace(diffusion=SimpleNamespace(noise=noise)), kind)
+        path = default_path(cfg, name)
+        if kind != "gpt" and not os.path.exists(path):
+            print(f"({label}: no {path}, left out)")
+            continue
+        prior, vqvae, ckpt = load_pair(path, None, device)
+        found.append({"label": label, "name": name, "prior": prior, "vqvae": vqvae, "ckpt": ckpt,
+                      "vqvae_path": os.path.join(os.path.dirname(path), "vqvae_multiscale.pt" if vqvae.multiscale
+                                                 else "vqvae.pt")})
+    return found
+
+
+def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None):
+    """Draw n samples at temperature 1.0 with the default guidance, time them, and score them."""
+    prior, vqvae = entry["prior"], entry["vqvae"]
+    classes, labels = class_ids(n, prior, unconditional=False)
+    t0 = time.perf_counter()
+    images = draw_images(prior, vqvae, classes, device, dtype, 1.0, cfg.sample.top_k, cfg.sample.cfg_scale,
+                         cfg.sample.batch_size, cfg.seed, steps=steps, progress=True)
+    seconds = time.perf_counter() - t0
+    scores = evaluate.score(classifier, data.to_uint8(images)[:, 0], labels, reference, device)
+    row = {**scores, "images_per_s": n / seconds, "forward_passes": prior.forward_passes(steps), "steps": steps}
+    print(f"{entry['label']}{'' if steps is None else f', {steps} steps'}: FID {row['fid']:.2f}  accuracy "
+          f"{row['accuracy']:.3f}  {row['images_per_s']:.0f} images/s  {row['forward_passes']} forward passes")
+    return row
+
+
+def compare_priors(entries, cfg, device, dtype, n):
+    """Quality of every prior (and of each tokenizer's reconstructions), plus diffusion at several step counts."""
+    classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device)
+    test_images, test_labels = data.load_split(cfg.data, train=False)
+    train_images, train_labels = data.load_split(cfg.data, train=True)
+    _, reference = evaluate.classify(classifier, test_images, device)
+    references = {"real train digits (floor)": evaluate.score(classifier, train_images[:n], train_labels[:n],
+                                                              reference, device)}
+    for entry in entries:
+        label = f"{'multi-scale' if entry['vqvae'].multiscale else 'single-scale'} VQ-VAE recon of test (ceiling)"
+        if label not in references:
+            recon = evaluate.reconstructions(entry["vqvae"], test_images[:n], device)
+            references[label] = evaluate.score(classifier, recon, test_labels[:n], reference, device)
+    for entry in entries:
+        prior = entry["prior"]
+        if prior.kind == "diffusion":
+            entry["steps_rows"] = [quality_row(entry, classifier, reference, cfg, device, dtype, n, steps)
+                                   for steps in DIFFUSION_STEPS]
+            default = [r for r in entry["steps_rows"] if r["steps"] == prior.cfg.steps]
+            entry["quality"] = default[0] if default else quality_row(entry, classifier, reference, cfg, device,
+                                                                       dtype, n)
+        else:
+            entry["quality"] = quality_row(entry, classifier, reference, cfg, device, dtype, n)
+            entry["likelihood"] = evaluate.test_likelihood(prior, entry["vqvae"], test_images, test_labels, device)
+    return references
+
+
 def main(argv=None):
-    parser = config.make_parser("Benchmark sampling/training speed and quality vs temperature.")
-    parser.add_argument("--prior", default=None, help="prior checkpoint (default: checkpoints/gpt.pt)")
-    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt)")
+    parser = config.make_parser("Benchmark sampling/training speed and quality of every trained prior.")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (after one warm-up)")
     parser.add_argument("--batch-sizes", default="1,100,1000", help="sampling batch sizes")
-    parser.add_argument("--sweep", action="store_true", help="FID / precision / recall vs temperature")
+    parser.add_argument("--sweep", action="store_true", help="the GPT's FID / precision / recall vs temperature")
     parser.add_argument("--temperatures", default="0.5,0.75,1.0,1.25,1.5")
-    parser.add_argument("--n", type=int, default=10_000, help="samples per temperature and for the evaluation")
+    parser.add_argument("--n", type=int, default=10_000, help="samples per temperature and per quality row")
     parser.add_argument("--report", action="store_true", help="write RESULTS.md (implies --sweep)")
     parser.add_argument("--out", default="RESULTS.md", help="where --report writes")
     args, cfg = config.parse_config(parser, argv)
@@ -161,40 +229,44 @@ def run(cfg, args, argv):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
-    prior_path, vqvae_path = args.prior or default_path(cfg, "gpt"), args.vqvae or default_path(cfg, "vqvae")
-    prior, vqvae, prior_ckpt = load_pair(prior_path, vqvae_path, device)
+    entries = load_priors(cfg, device)
     if args.sweep or args.report:  # fail now, not after the speed runs
         evaluate.load_classifier(default_path(cfg, "classifier"), device)
     machine = describe_machine(device, dtype)
     print(machine)
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    sampling = {scale: sampling_speed(prior, vqvae, device, dtype, batch_sizes, args.repeats, scale)
-                for scale in sorted({1.0, cfg.sample.cfg_scale})}
-    for scale, rows in sampling.items():
-        for row in rows:
-            print(f"sampling cfg {scale}, batch {row['batch']:>5}: KV cache {row['kv']:8.1f} images/s, without "
-                  f"{row['no_kv']:8.1f} images/s, speedup x{row['kv'] / row['no_kv']:.2f}")
-    first_image_s = next(r["kv_seconds"] for r in sampling[1.0] if r["batch"] == min(batch_sizes))
-    train = training_speed(prior, vqvae, cfg, device, dtype, args.repeats)
-    for name, row in train.items():
-        print(f"training {name}: {row['images_per_s']:.0f} images/s")
+    sampling, train = {}, {}
+    for entry in entries:
+        prior, vqvae = entry["prior"], entry["vqvae"]
+        if prior.kind in ("gpt", "var"):  # the two priors with a KV cache: with and without it
+            sampling[entry["label"]] = {scale: sampling_speed(prior, vqvae, device, dtype, batch_sizes, args.repeats,
+                                                              scale) for scale in sorted({1.0, cfg.sample.cfg_scale})}
+            for scale, rows in sampling[entry["label"]].items():
+                for row in rows:
+                    print(f"{entry['label']} sampling cfg {scale}, batch {row['batch']:>5}: KV cache {row['kv']:8.1f} "
+                          f"images/s, without {row['no_kv']:8.1f} images/s, speedup x{row['kv'] / row['no_kv']:.2f}")
+        stages = training_speed(prior, vqvae, cfg, device, dtype, args.repeats, include_vqvae=prior.kind != "diffusion")
+        for stage, row in stages.items():
+            key = f"{'multi-scale ' if vqvae.multiscale else ''}{stage}" if stage == "vqvae" else entry["name"]
+            train[key] = row
+            print(f"training {key}: {row['images_per_s']:.0f} images/s")
     if not (args.sweep or args.report):
         return
+    gpt = entries[0]
     temperatures = [float(t) for t in args.temperatures.split(",")]
-    sweep = temperature_sweep(prior, vqvae, cfg, device, dtype, temperatures, args.n)
+    sweep = temperature_sweep(gpt["prior"], gpt["vqvae"], cfg, device, dtype, temperatures, args.n)
     plot_path = os.path.join("_writeup_images", "temperature_sweep.png") if args.report else \
         os.path.join(cfg.results_dir, "benchmark", "temperature_sweep.png")
     plot_sweep(sweep, plot_path)
     print(f"sweep plot: {plot_path}")
     if args.report:
-        ev_args = SimpleNamespace(samples=None, train_classifier=False, n=args.n, temperature=1.0, prior=prior_path,
-                                  vqvae=vqvae_path, no_reference=False)
-        quality = evaluate.evaluate(cfg, ev_args)
-        write_report(args.out, cfg, argv, machine, prior_ckpt, vqvae_path, sampling, first_image_s, train, sweep,
-                     quality, plot_path)
+        references = compare_priors(entries, cfg, device, dtype, args.n)
+        write_report(args.out, cfg, argv, machine, entries, references, sampling, train, sweep, plot_path, args.n)
         print(f"report: {args.out}")
 
+
+# --- RESULTS.md -----------------------------------------------------------------------------------------------------
 
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -202,60 +274,136 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
-def write_report(path, cfg, argv, machine, prior_ckpt, vqvae_path, sampling, first_image_s, train, sweep, quality,
-                 plot_path):
-    from checkpoint import load_vqvae
-    _, vq_ckpt = load_vqvae(vqvae_path)
-    H, W, K = prior_ckpt["grid_shape"]
+def _quality_cells(r):
+    return [f"{r['fid']:.2f}", f"{r['kid_x1000']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+            "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}", f"{r['confidence']:.3f}",
+            f"{r['class_entropy_bits']:.3f}"]
+
+
+def _tokens(vqvae):
+    if vqvae.multiscale:
+        return f"scales {'+'.join(f'{s}x{s}' for s in vqvae.cfg.scales)} = {vqvae.sequence_length}"
+    H, W, K = vqvae.grid_shape
+    return f"{H}x{W}x{K} = {vqvae.sequence_length}"
+
+
+def budget_lines(entries):
+    """Which prior gives the best FID within each sampling budget (forward passes per image)."""
+    rows = []
+    for entry in entries:
+        for r in entry.get("steps_rows", [entry["quality"]]):
+            rows.append((r["forward_passes"], r["fid"], r["images_per_s"], entry["label"], r["steps"]))
+    lines = []
+    for budget in sorted({r[0] for r in rows}):
+        within = [r for r in rows if r[0] <= budget]
+        best = min(within, key=lambda r: r[1])
+        steps = "" if best[4] is None else f" at {best[4]} steps"
+        lines.append([f"<= {budget}", f"{best[3]}{steps}", f"{best[1]:.2f}", f"{best[2]:.0f}"])
+    return lines
+
+
+def write_report(path, cfg, argv, machine, entries, references, sampling, train, sweep, plot_path, n):
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True).stdout.strip()
     commit += " with uncommitted changes" if dirty else ""
+    tokenizers = {}
+    for entry in entries:
+        tokenizers.setdefault(entry["vqvae_path"], entry["vqvae"])
+    tok_rows, train_rows = [], []
+    for vq_path, vqvae in tokenizers.items():
+        _, ck = load_vqvae(vq_path)
+        hist, metrics = ck["history"][-1], ck["metrics"]
+        ceiling = references[f"{'multi-scale' if vqvae.multiscale else 'single-scale'} VQ-VAE recon of test (ceiling)"]
+        usage = " / ".join(f"{u:.0%}" for u in metrics["usage"])
+        perplexity = " / ".join(f"{p:.0f}" for p in metrics["perplexity"])
+        tok_rows.append([os.path.basename(vq_path), _tokens(vqvae), vqvae.cfg.codebook_size, f"{hist['val_mse']:.4f}",
+                         usage, perplexity, f"{ceiling['fid']:.2f}", f"{ceiling['accuracy']:.3f}"])
+        train_rows.append([os.path.basename(vq_path), f"{training.count_parameters(vqvae) / 1e6:.2f}M", ck["epoch"],
+                           f"{hist['seconds']:.0f} s", f"reconstruction MSE {hist['val_mse']:.4f}"])
+    for entry in entries:
+        ck, prior = entry["ckpt"], entry["prior"]
+        hist = ck["history"][-1]
+        figure = (f"{hist['val_loss']:.4f} nats = {hist['val_bits_per_token']:.3f} bits/token" if prior.kind != "diffusion"
+                  else f"denoising loss {hist['val_loss']:.4f} nats/token")
+        train_rows.append([f"{entry['name']}.pt", f"{training.count_parameters(prior, trainable=True) / 1e6:.2f}M",
+                           ck["epoch"], f"{hist['seconds']:.0f} s", figure])
+    ref_rows = [[name, r["n"], *_quality_cells(r), "-", "-", "-"] for name, r in references.items()]
+    prior_rows = []
+    for entry in entries:
+        q, prior = entry["quality"], entry["prior"]
+        nll = f"{entry['likelihood']['bits_per_image']:.1f}" if "likelihood" in entry else "-"
+        steps = f", {q['steps'] or prior.cfg.steps} steps" if prior.kind == "diffusion" else ""
+        prior_rows.append([f"**{entry['label']}**{steps}", q["n"], *_quality_cells(q), nll, q["forward_passes"],
+                           f"{q['images_per_s']:.0f}"])
+    step_rows = [[entry["label"], r["steps"], r["forward_passes"], f"{r['fid']:.2f}", f"{r['precision']:.3f}",
+                  f"{r['recall']:.3f}", f"{r['accuracy']:.3f}", f"{r['images_per_s']:.0f}"]
+                 for entry in entries for r in entry.get("steps_rows", [])]
+    speed_rows = [[label, scale, r["batch"], f"{r['kv']:.1f} ({r['kv_spread'][0]:.1f}-{r['kv_spread'][1]:.1f})",
+                   f"{r['no_kv']:.1f} ({r['no_kv_spread'][0]:.1f}-{r['no_kv_spread'][1]:.1f})",
+                   f"x{r['kv'] / r['no_kv']:.2f}"]
+                  for label, by_scale in sampling.items() for scale, rows in by_scale.items() for r in rows]
     best = min(sweep, key=lambda r: r["fid"])
-    quality_rows = [[name, r["n"], f"{r['fid']:.2f}", f"{r['kid_x1000']:.2f}", f"{r['precision']:.3f}",
-                     f"{r['recall']:.3f}", "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}",
-                     f"{r['confidence']:.3f}", f"{r['class_entropy_bits']:.3f}"]
-                    for name, r in quality["rows"].items()]
-    vq_hist, gpt_hist = vq_ckpt["history"][-1], prior_ckpt["history"][-1]
+    guidance = cfg.sample.cfg_scale
     text = f"""# Results
 
 Produced by `python benchmark.py {' '.join(argv)}` on {datetime.date.today().isoformat()} (commit {commit}).
 Machine: {machine}.
-Checkpoints: tokenizer {prior_ckpt['tokenizer_id']} ({H}x{W}x{K} tokens, {prior_ckpt['codebook_size']} codes per
-codebook), GPT trained {prior_ckpt['epoch']} epochs.
+Every prior was trained by `transformer_train.py` with its default config; each sits on its own tokenizer (the GPT
+and the diffusion priors on the single-scale 4x4x1 VQ-VAE, VAR on the multi-scale one, both with 256 codes).
+
+## Which prior wins at which budget
+
+Best classifier-FID among all priors and step counts whose sampler needs at most that many transformer forward
+passes per image ({n} samples, temperature 1.0, guidance {guidance}; images/s at batch {cfg.sample.batch_size}):
+
+{_table(['forward passes per image', 'best prior', 'FID', 'images/s'], budget_lines(entries))}
 
 ## Training
 
-| stage | wall time | final validation figure |
-|---|---|---|
-| VQ-VAE | {vq_hist['seconds']:.0f} s | reconstruction MSE {vq_hist['val_mse']:.4f} (pixels in [0, 1]), codebook usage {vq_hist['usage']:.0%} |
-| GPT | {gpt_hist['seconds']:.0f} s | {gpt_hist['val_loss']:.4f} nats = {gpt_hist['val_bits_per_token']:.3f} bits per token = {gpt_hist['val_bits_per_token'] * H * W * K:.1f} bits per image |
+| checkpoint | trainable parameters | epochs | wall time | final validation figure |
+|---|---|---|---|---|
+""" + "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in train_rows) + f"""
 
-## Quality (classifier-FID and friends, {quality['rows'][list(quality['rows'])[-1]]['n']} samples at temperature 1.0, guidance {cfg.sample.cfg_scale})
+Wall time is the sum of the training epochs as the training script measured it (evaluation and sample grids not
+included), on this machine; a busy machine inflates it, so the throughput table below is the cleaner speed figure.
+
+## Tokenizers: single-scale vs multi-scale at equal codebook size
+
+{_table(['tokenizer', 'tokens per image', 'codes', 'val MSE (pixels in [0, 1])', 'code usage (per codebook or scale)', 'perplexity', 'recon FID', 'recon class accuracy'], tok_rows)}
+
+## Quality: every prior side by side ({n} samples at temperature 1.0, guidance {guidance})
 
 Features: the penultimate layer of the repo's own MNIST classifier (`evaluate.py --train-classifier`), compared
-with the MNIST test set. Real training digits are the floor; VQ-VAE reconstructions of the test set are the best any
-prior on this tokenizer can reach.
+with the MNIST test set. Real training digits are the floor; a tokenizer's reconstructions of the test set are the
+best any prior on that tokenizer can reach. NLL: the prior's exact negative log-likelihood of the test set's tokens
+(bits per image; the diffusion priors have no exact likelihood). Forward passes: transformer evaluations per image
+(guidance runs the unconditional copy in the same batch). images/s: these {n} samples at batch
+{cfg.sample.batch_size}, tokens and decoding included, timed once.
 
-{_table(['set', 'n', 'FID', 'KID x1000', 'precision', 'recall', 'class accuracy', 'confidence', 'class entropy (bits)'], quality_rows)}
+{_table(['set', 'n', 'FID', 'KID x1000', 'precision', 'recall', 'class accuracy', 'confidence', 'class entropy (bits)', 'NLL bits/image', 'forward passes', 'images/s'], ref_rows + prior_rows)}
 
-## Quality vs temperature ({args_n(sweep)} samples each, guidance {cfg.sample.cfg_scale})
+## Discrete diffusion: quality and speed vs reverse steps ({n} samples each, temperature 1.0, guidance {guidance})
+
+The mask process reveals at least one token per step, so with 16 tokens it never needs more than 16 forward
+passes; the uniform process runs one pass per step.
+
+{_table(['prior', 'steps', 'forward passes', 'FID', 'precision', 'recall', 'class accuracy', 'images/s'], step_rows)}
+
+## The GPT's quality vs temperature ({n} samples each, guidance {guidance})
 
 {_table(['temperature', 'FID', 'precision', 'recall', 'class accuracy'], [[r['temperature'], f"{r['fid']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['accuracy']:.3f}"] for r in sweep])}
 
 Best FID at temperature {best['temperature']}.
 
-Likelihood of the MNIST test set under the prior (class-conditional): {quality['likelihood']['bits_per_token']:.3f} bits per token, {quality['likelihood']['bits_per_image']:.1f} bits per image.
-
 ![FID, precision and recall vs temperature]({plot_path})
 
-## Sampling speed (tokens + decoding, images/s; median of runs, min-max in brackets)
+## Sampling speed with and without the KV cache (tokens + decoding, images/s; median of runs, min-max in brackets)
 
-Guidance scale {cfg.sample.cfg_scale} is generator.py's default; with guidance each image costs two sequences.
+Guidance {guidance} is generator.py's default; with guidance each image costs two sequences. The GPT draws one
+token per forward pass, VAR one whole scale.
 
-{_table(['guidance', 'batch', 'KV cache', 'no KV cache', 'speedup'], [[scale, r['batch'], f"{r['kv']:.1f} ({r['kv_spread'][0]:.1f}-{r['kv_spread'][1]:.1f})", f"{r['no_kv']:.1f} ({r['no_kv_spread'][0]:.1f}-{r['no_kv_spread'][1]:.1f})", f"x{r['kv'] / r['no_kv']:.2f}"] for scale, rows in sampling.items() for r in rows])}
-
-Time to first image (batch {min(r['batch'] for r in sampling[1.0])}, no guidance, KV cache): {first_image_s * 1000:.1f} ms.
+{_table(['prior', 'guidance', 'batch', 'KV cache', 'no KV cache', 'speedup'], speed_rows)}
 
 ## Training speed (images/s at the configured batch sizes)
 
@@ -263,10 +411,6 @@ Time to first image (batch {min(r['batch'] for r in sampling[1.0])}, no guidance
 """
     with open(path, "w") as f:
         f.write(text)
-
-
-def args_n(sweep):
-    return sweep[0]["n"] if sweep else 0
 
 
 if __name__ == "__main__":
