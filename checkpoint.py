@@ -84,7 +84,8 @@ def prior_path(cfg, kind_or_path):
 def load_vqvae(path, device="cpu"):
     """Rebuild a VQ-VAE from its checkpoint alone: (model in eval mode, checkpoint dict)."""
     from models.vqvae import VQVAE
-    ckpt = load_checkpoint(path, "vqvae", hint="; train one first with: python vqvae_train.py")
+    preset = " --preset mnist_var" if "multiscale" in os.path.basename(path) else ""
+    ckpt = load_checkpoint(path, "vqvae", hint=f"; train one first with: python vqvae_train.py{preset}")
     model = VQVAE(config_module.from_dict(config_module.VQVAEConfig, ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt

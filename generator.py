@@ -75,8 +75,10 @@ def save_npz(path, images_N1HW, labels_N):
 
 def redraw_cells(grid_size, edit):
     """(h, h) bool on the finest token grid: True where the edit re-draws."""
+    if grid_size < 4:
+        raise CheckpointError(f"editing needs a token grid of at least 4x4 (this tokenizer's is {grid_size}x{grid_size})")
     cells = torch.zeros(grid_size, grid_size, dtype=torch.bool)
-    lo = round(grid_size / 4)
+    lo = int(grid_size / 4 + 0.5)  # the centre half: 4 -> cells 1..2, 7 -> 2..4, 14 -> 4..9
     if edit == "complete":
         cells[grid_size // 2:] = True
     else:

@@ -149,3 +149,126 @@ def test_failed_atomic_save_keeps_the_old_file_and_no_temp(tmp_path):
         atomic_save({"a": lambda: None}, path)  # a lambda cannot be pickled
     assert os.listdir(tmp_path) == ["ckpt.pt"]
     assert torch.load(path, weights_only=True) == {"a": 1}
+
+
+# --- VAR and diffusion priors ------------------------------------------------------------------------------------
+
+def prior_ckpt(model, vqvae):
+    """A prior checkpoint as transformer_train.py writes it (kind, config, weights, the tokenizer's token info)."""
+    from checkpoint import prior_token_info
+    return {"kind": model.kind, "config": config.to_dict(model.cfg), "model": model.state_dict(), "epoch": 1,
+            **prior_token_info(vqvae), "tokenizer_id": tokenizer_fingerprint(vqvae)}
+
+
+@pytest.fixture
+def saved_var(tmp_path):
+    from models.var import VAR
+    cfg = config.build_config("tiny_var", ["vqvae.phi_ratio=0.3"])  # not the default: it must come from the file
+    torch.manual_seed(0)
+    vqvae = VQVAE(cfg.vqvae)
+    vqvae.train()(torch.rand(8, 1, 28, 28) * 2 - 1)
+    vqvae.eval()
+    torch.manual_seed(1)
+    prior = VAR.from_tokenizer(cfg.var, vqvae).eval()
+    with torch.no_grad():  # adaLN-Zero starts as the identity; give the blocks something to carry over
+        for name, p in prior.named_parameters():
+            if ".ada." in name or name.startswith("ada_f"):
+                p.normal_(std=0.1)
+    atomic_save(vqvae_ckpt(vqvae), str(tmp_path / "vqvae_multiscale.pt"))
+    atomic_save(prior_ckpt(prior, vqvae), str(tmp_path / "var.pt"))
+    return vqvae, prior, str(tmp_path / "var.pt")
+
+
+@pytest.fixture(params=["mask", "uniform"])
+def saved_diffusion(request, tmp_path, trained_vqvae):
+    from models.diffusion import DiscreteDiffusion
+    dcfg = config.build_config("tiny", [f"diffusion.noise={request.param}"]).diffusion
+    torch.manual_seed(1)
+    prior = DiscreteDiffusion(dcfg, trained_vqvae.grid_shape, trained_vqvae.cfg.codebook_size).eval()
+    atomic_save(vqvae_ckpt(trained_vqvae), str(tmp_path / "vqvae.pt"))
+    path = str(tmp_path / f"{'diffusion' if request.param == 'mask' else 'diffusion_uniform'}.pt")
+    atomic_save(prior_ckpt(prior, trained_vqvae), path)
+    return trained_vqvae, prior, path
+
+
+def test_load_prior_rebuilds_a_var_with_identical_outputs(saved_var):
+    from models.var import VAR
+    vqvae, prior, path = saved_var
+    loaded, ckpt = load_prior(path)
+    assert isinstance(loaded, VAR) and ckpt["kind"] == "var" and not loaded.training
+    assert loaded.scales == prior.scales == (1, 2, 3, 4) and loaded.V == prior.V and loaded.cfg == prior.cfg
+    reference = vqvae.quantizer.state_dict()
+    assert all(torch.equal(loaded.tokenizer.state_dict()[k], reference[k]) for k in reference)
+    assert not any(p.requires_grad for p in loaded.tokenizer.parameters())
+    tokens, classes = vqvae.encode_sequence(torch.rand(3, 1, 28, 28) * 2 - 1), torch.tensor([3, 10, 7])
+    assert torch.equal(loaded(tokens, classes), prior(tokens, classes))
+    a = loaded.sample(classes, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
+    b = prior.sample(classes, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_load_prior_rebuilds_a_diffusion_prior_with_identical_outputs(saved_diffusion):
+    from models.diffusion import DiscreteDiffusion
+    _, prior, path = saved_diffusion
+    loaded, ckpt = load_prior(path)
+    assert isinstance(loaded, DiscreteDiffusion) and ckpt["kind"] == "diffusion" and not loaded.training
+    assert loaded.cfg == prior.cfg and loaded.grid_shape == prior.grid_shape and loaded.V == prior.V
+    tokens, classes = torch.randint(0, prior.V, (2, prior.L)), torch.tensor([3, 10])
+    tokens[0, :5] = prior.mask_id
+    t = torch.tensor([0.3, 0.9])
+    assert torch.equal(loaded(tokens, classes, t), prior(tokens, classes, t))
+    a = loaded.sample(classes, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
+    b = prior.sample(classes, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_load_pair_finds_the_multiscale_tokenizer_beside_a_var(saved_var):
+    vqvae, _, path = saved_var
+    prior, loaded_vqvae, ckpt = load_pair(path, None)
+    assert prior.kind == "var" and loaded_vqvae.multiscale and ckpt["scales"] == [1, 2, 3, 4]
+    assert tokenizer_fingerprint(loaded_vqvae) == tokenizer_fingerprint(vqvae)
+
+
+def test_load_pair_for_a_var_without_its_tokenizer_names_the_missing_file(saved_var, tmp_path, trained_vqvae):
+    _, _, path = saved_var
+    os.remove(tmp_path / "vqvae_multiscale.pt")
+    atomic_save(vqvae_ckpt(trained_vqvae), str(tmp_path / "vqvae.pt"))  # a single-scale one is not picked up
+    with pytest.raises(CheckpointError, match="vqvae_multiscale.pt"):
+        load_pair(path, None)
+
+
+def test_load_pair_finds_the_single_scale_tokenizer_beside_a_diffusion_prior(saved_diffusion):
+    vqvae, prior, path = saved_diffusion
+    loaded, loaded_vqvae, ckpt = load_pair(path, None)
+    assert loaded.kind == "diffusion" and loaded.cfg.noise == prior.cfg.noise and not loaded_vqvae.multiscale
+    assert tokenizer_fingerprint(loaded_vqvae) == tokenizer_fingerprint(vqvae)
+
+
+def test_prior_and_tokenizer_paths(tmp_path):
+    from checkpoint import prior_name, prior_path, tokenizer_path
+    cfg = config.build_config("tiny", [f"checkpoint_dir={tmp_path}"])
+    assert prior_path(cfg, "var") == os.path.join(str(tmp_path), "var.pt")
+    assert prior_path(cfg, "gpt") == os.path.join(str(tmp_path), "gpt.pt")
+    assert prior_name(cfg, "diffusion") == "diffusion" and prior_path(cfg, "diffusion").endswith("diffusion.pt")
+    uniform = config.build_config("tiny", [f"checkpoint_dir={tmp_path}", "diffusion.noise=uniform"])
+    assert prior_name(uniform, "diffusion") == "diffusion_uniform"
+    assert prior_path(uniform, "diffusion") == os.path.join(str(tmp_path), "diffusion_uniform.pt")
+    assert prior_name(uniform, "var") == "var" and prior_name(uniform, "gpt") == "gpt"
+    assert prior_path(cfg, "/some/where/my_prior.pt") == "/some/where/my_prior.pt"  # a path is taken as it is
+    assert tokenizer_path(cfg) == os.path.join(str(tmp_path), "vqvae.pt")
+    assert tokenizer_path(cfg, multiscale=True) == os.path.join(str(tmp_path), "vqvae_multiscale.pt")
+    multi = config.build_config("tiny_var", [f"checkpoint_dir={tmp_path}"])
+    assert tokenizer_path(multi) == os.path.join(str(tmp_path), "vqvae_multiscale.pt")
+    assert tokenizer_path(multi, multiscale=False) == os.path.join(str(tmp_path), "vqvae.pt")
+
+
+def test_unknown_prior_kind_is_refused(saved_var, tmp_path):
+    from checkpoint import build_prior
+    with pytest.raises(CheckpointError, match="unknown prior kind 'pixelcnn'"):
+        build_prior("pixelcnn", {}, {})
+    ckpt = torch.load(saved_var[2], weights_only=True)
+    ckpt["kind"] = "pixelcnn"
+    path = str(tmp_path / "odd.pt")
+    atomic_save(ckpt, path)
+    with pytest.raises(CheckpointError, match="pixelcnn"):
+        load_prior(path)

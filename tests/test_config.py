@@ -118,3 +118,69 @@ def test_script_prints_one_line_config_error_and_exits_nonzero(repo_root):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("config error:") and "grid_size=5" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+# --- the multi-scale tokenizer and the VAR / diffusion sections --------------------------------------------------
+
+@pytest.mark.parametrize("overrides,fragment", [
+    (["vqvae.scales=(2,1,4)"], "must increase"),
+    (["vqvae.scales=(1,2,2,4)"], "must increase"),
+    (["vqvae.scales=(0,2,4)"], "must increase"),
+    (["vqvae.scales=(1,2,3)"], "end at vqvae.grid_size=4"),
+    (["vqvae.scales=(1,2,3,4,5)"], "end at vqvae.grid_size=4"),
+    (["vqvae.grid_size=7", "vqvae.scales=(1,2,3,4)"], "end at vqvae.grid_size=7"),
+    (["vqvae.scales=(1,2,3,4)", "vqvae.num_codebooks=2"], "num_codebooks=1"),
+    (["vqvae.phi_ratio=1.5"], "phi_ratio"),
+])
+def test_invalid_scales_raise_config_error(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        build_config("tiny", overrides)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_valid_scales_pass():
+    assert build_config("tiny", ["vqvae.scales=(4)"]).vqvae.scales == (4,)  # one scale: a plain residual VQ
+    assert build_config("tiny", ["vqvae.grid_size=2", "vqvae.scales=(1,2)"]).vqvae.scales == (1, 2)
+    assert build_config("mnist_var", ["vqvae.scales=()"]).vqvae.scales == ()  # back to the single-scale tokenizer
+
+
+def test_var_presets_build():
+    cfg = build_config("mnist_var")
+    assert cfg.vqvae.scales == (1, 2, 3, 4) and cfg.vqvae.grid_size == 4 and cfg.vqvae.num_codebooks == 1
+    cfg = build_config("mnist_var_7x7")
+    assert cfg.vqvae.scales == (1, 2, 3, 4, 5, 7) and cfg.vqvae.grid_size == 7
+    tiny = build_config("tiny_var")
+    assert tiny.vqvae.scales == (1, 2, 3, 4) and tiny.vqvae.channels == (8, 16, 16) and tiny.var.d_model == 32
+    assert build_config("tiny").vqvae.scales == () and build_config().vqvae.scales == ()
+
+
+def test_scales_override_parses_to_ints():
+    cfg = build_config("tiny", ["vqvae.scales=(1,2,4)"])
+    assert cfg.vqvae.scales == (1, 2, 4) and all(type(s) is int for s in cfg.vqvae.scales)
+    assert build_config("tiny", ["vqvae.scales=[1, 3,4]"]).vqvae.scales == (1, 3, 4)
+    with pytest.raises(ConfigError, match="cannot read"):
+        build_config("tiny", ["vqvae.scales=(1,2.5,4)"])
+    assert config.Config().vqvae.scales == ()  # the override did not leak into the defaults
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("diffusion.noise=gaussian", "diffusion.noise"),
+    ("diffusion.steps=0", "diffusion.steps"),
+    ("var.d_model=33", "var.d_model=33"),
+    ("var.n_layer=0", "var.n_layer"),
+    ("var.class_dropout=1.5", "var.dropout"),
+    ("diffusion.d_model=31", "diffusion.d_model=31"),
+    ("var_train.lr=0", "var_train.lr"),
+    ("diffusion_train.epochs=0", "diffusion_train.epochs"),
+    ("diffusion_train.batch_size=0", "diffusion_train.batch_size"),
+])
+def test_invalid_prior_values_raise_config_error(override, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        build_config("tiny", [override])
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_diffusion_noise_accepts_both_processes():
+    assert build_config("tiny", ["diffusion.noise=uniform"]).diffusion.noise == "uniform"
+    assert build_config("tiny").diffusion.noise == "mask"
+    assert build_config("tiny").diffusion.steps == 4 and build_config().diffusion.steps == 16

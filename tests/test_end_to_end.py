@@ -1,9 +1,11 @@
-"""The three scripts on the `tiny` preset, as a user runs them: train the tokenizer, train the prior, draw samples.
+"""The three scripts on the `tiny` preset, as a user runs them: train the tokenizer, train the prior, draw samples;
+then the same for VAR (on the multi-scale tokenizer, `tiny_var`) and the discrete-diffusion prior, with editing.
 
 Real MNIST (data.root keeps its default "data"; fetched if missing); every output goes under tmp_path.
 One torch thread per process: on a busy 2-core machine two OpenMP threads make these tiny models ~100x slower.
 """
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,8 +20,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def run(script, *args, check=True):
-    result = subprocess.run([sys.executable, script, "--preset", "tiny", *args], cwd=REPO, env=ENV,
+def run(script, *args, check=True, preset="tiny"):
+    result = subprocess.run([sys.executable, script, "--preset", preset, *args], cwd=REPO, env=ENV,
                             capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
@@ -136,3 +138,155 @@ def test_generator_with_swapped_checkpoints_fails_with_one_line(pipeline):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "vqvae" in lines[0], result.stderr
+
+
+# --- VAR and discrete diffusion ----------------------------------------------------------------------------------
+
+EDIT_IMAGES, EDIT_SAMPLES = 3, 2
+
+
+@pytest.fixture(scope="module")
+def priors(pipeline, tmp_path_factory):
+    """The multi-scale tokenizer and VAR, and the diffusion prior on the first pipeline's single-scale tokenizer
+    (copied into this run's checkpoint folder, where --prior diffusion looks for it)."""
+    first_root, _ = pipeline
+    root = tmp_path_factory.mktemp("e2e_priors")
+    dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
+    os.makedirs(root / "ck")
+    shutil.copyfile(first_root / "ck" / "vqvae.pt", root / "ck" / "vqvae.pt")
+    run("vqvae_train.py", *dirs, preset="tiny_var")
+    run("transformer_train.py", *dirs, "--prior", "var")
+    run("transformer_train.py", *dirs, "--prior", "diffusion")
+    run("generator.py", *dirs, "--prior", "var", "--n", "30", "--save", str(root / "var.npz"))
+    run("generator.py", *dirs, "--prior", "diffusion", "--steps", "4", "--n", "30", "--save",
+        str(root / "diffusion.npz"))
+    edit = ["--edit-images", str(EDIT_IMAGES), "--edit-samples", str(EDIT_SAMPLES)]
+    run("generator.py", *dirs, "--prior", "var", "--edit", "inpaint", *edit)
+    run("generator.py", *dirs, "--prior", "diffusion", "--edit", "outpaint", *edit)
+    return root, dirs
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_multiscale_tokenizer_checkpoint_and_scale_strip(priors):
+    root, _ = priors
+    ckpt = torch.load(root / "ck" / "vqvae_multiscale.pt", weights_only=True)
+    assert ckpt["kind"] == "vqvae" and list(ckpt["config"]["scales"]) == [1, 2, 3, 4] and ckpt["epoch"] == 1
+    names = sorted(p.name for p in (root / "res" / "vqvae").glob("*.png"))
+    assert names == ["multiscale_loss.png", "multiscale_recon_epoch001.png", "multiscale_scales_epoch001.png"]
+    fmt, size, pixels = open_png(root / "res" / "vqvae" / "multiscale_scales_epoch001.png")
+    assert fmt == "PNG" and size == grid_size_px(8, 4 + 1)  # 8 digits; one column per scale prefix + the original
+    assert pixels.std() > 10
+    assert open_png(root / "res" / "vqvae" / "multiscale_recon_epoch001.png")[1] == grid_size_px(2, 8)
+
+
+def test_var_checkpoint_samples_and_pairing(priors):
+    root, _ = priors
+    prior, vqvae, ckpt = load_pair(str(root / "ck" / "var.pt"))  # finds vqvae_multiscale.pt beside it
+    assert prior.kind == "var" and vqvae.multiscale and prior.scales == (1, 2, 3, 4) and prior.L == 30
+    assert ckpt["epoch"] == 1 and np.isfinite(ckpt["history"][0]["val_loss"])
+    tokenizer = torch.load(root / "ck" / "vqvae_multiscale.pt", weights_only=True)
+    assert ckpt["tokenizer_id"] == tokenizer["tokenizer_id"]
+    fmt, size, pixels = open_png(root / "res" / "var" / "samples_epoch001.png")
+    # after 8 tokenizer steps the multi-scale tokenizer still decodes grey blobs, so only "not one flat colour"
+    assert fmt == "PNG" and size == grid_size_px(10, 2) and pixels.std() > 1
+    assert open_png(root / "res" / "var" / "loss.png")[0] == "PNG"
+    assert not [f for f in os.listdir(root / "ck") if ".tmp" in f]
+
+
+def test_diffusion_checkpoint_samples_and_reverse_process(priors):
+    root, _ = priors
+    prior, vqvae, ckpt = load_pair(str(root / "ck" / "diffusion.pt"))  # finds vqvae.pt beside it
+    assert prior.kind == "diffusion" and not vqvae.multiscale and prior.cfg.noise == "mask"
+    res = root / "res" / "diffusion"
+    fmt, size, pixels = open_png(res / "samples_epoch001.png")
+    assert fmt == "PNG" and size == grid_size_px(10, 2) and pixels.std() > 10
+    steps = prior.forward_passes()  # 4 reverse steps in the tiny preset
+    assert steps == 4
+    fmt, size, _ = open_png(res / "reverse_process_strip.png")
+    assert fmt == "PNG" and size == grid_size_px(10, steps)  # one row per digit, one column per step
+    with Image.open(res / "reverse_process.gif") as gif:
+        assert gif.format == "GIF" and gif.is_animated
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+        # the final frame is held 3 extra frames (Pillow may merge identical frames into one longer one)
+        assert gif.n_frames in (steps, steps + 3)
+        assert sum(durations) == 250 * (steps + 3)
+
+
+def test_var_and_diffusion_npz(priors):
+    root, _ = priors
+    for name in ("var.npz", "diffusion.npz"):
+        with np.load(root / name) as f:
+            images, labels = f["images"], f["labels"]
+        assert images.dtype == np.uint8 and images.shape == (30, 1, 28, 28), name
+        assert labels.dtype == np.int64 and np.array_equal(labels, np.arange(30) % 10), name
+        assert images.std() > (1 if name == "var.npz" else 10), name  # see test_var_checkpoint_samples_and_pairing
+        assert len({image.tobytes() for image in images}) > 10, name  # samples differ from each other
+    assert not [f for f in os.listdir(root) if ".tmp" in f]
+
+
+def test_edit_pngs(priors):
+    root, _ = priors
+    for name in ("var_edit_inpaint.png", "diffusion_edit_outpaint.png"):
+        fmt, size, pixels = open_png(root / "res" / "generator" / name)
+        assert fmt == "PNG" and size == grid_size_px(EDIT_IMAGES, EDIT_SAMPLES + 2), name  # original, masked, results
+        assert pixels.std() > 10  # the original digits are in the first column
+
+
+def test_diffusion_show_process(priors):
+    root, dirs = priors
+    out = root / "process"
+    run("generator.py", *dirs, "--prior", "diffusion", "--show-process", "--steps", "3", "--out", str(out))
+    assert open_png(out / "diffusion_reverse_process_strip.png")[1] == grid_size_px(10, 3)
+    with Image.open(out / "diffusion_reverse_process.gif") as gif:
+        assert gif.is_animated
+
+
+def test_var_without_a_multiscale_tokenizer_fails_with_one_line(pipeline):
+    root, dirs = pipeline  # holds only the single-scale vqvae.pt
+    result = run("transformer_train.py", *dirs, "--prior", "var", check=False)
+    assert_one_line_error(result, "vqvae_multiscale.pt")
+    assert not (root / "ck" / "var.pt").exists()
+
+
+def test_var_without_a_multiscale_tokenizer_says_how_to_train_one(pipeline):
+    _, dirs = pipeline
+    result = run("transformer_train.py", *dirs, "--prior", "var", check=False)
+    assert_one_line_error(result, "mnist_var")
+
+
+def test_var_on_a_single_scale_tokenizer_fails_with_one_line(pipeline):
+    root, dirs = pipeline
+    result = run("transformer_train.py", *dirs, "--prior", "var", "--vqvae", str(root / "ck" / "vqvae.pt"),
+                 check=False)
+    assert_one_line_error(result, "mnist_var", "single-scale")
+
+
+def test_diffusion_on_the_multiscale_tokenizer_fails_with_one_line(priors):
+    root, dirs = priors
+    result = run("transformer_train.py", *dirs, "--prior", "diffusion", "--vqvae",
+                 str(root / "ck" / "vqvae_multiscale.pt"), check=False)
+    assert_one_line_error(result, "multi-scale", "--prior var")
+
+
+def test_gpt_inpainting_fails_with_one_line(pipeline):
+    _, dirs = pipeline
+    result = run("generator.py", *dirs, "--prior", "gpt", "--edit", "inpaint", check=False)
+    assert_one_line_error(result, "complete", "var", "diffusion")
+
+
+def test_show_process_of_a_var_fails_with_one_line(priors):
+    _, dirs = priors
+    result = run("generator.py", *dirs, "--prior", "var", "--show-process", check=False)
+    assert_one_line_error(result, "diffusion")
