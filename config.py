@@ -63,7 +63,8 @@ class VQVAETrainConfig:
 
 
 @dataclass
-class GPTConfig:
+class PriorConfig:
+    """What every token prior's transformer has: size, dropout, and the class token with its "no class" id."""
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 192
@@ -71,6 +72,11 @@ class GPTConfig:
     dropout: float = 0.1
     num_classes: int = 10          # class ids 0..9; id num_classes means "no class"
     class_dropout: float = 0.1     # share of training sequences whose class is replaced by "no class"
+
+
+@dataclass
+class GPTConfig(PriorConfig):
+    """The raster-order GPT (models/gpt.py)."""
 
 
 @dataclass
@@ -86,27 +92,14 @@ class GPTTrainConfig:
 
 
 @dataclass
-class VARConfig:
+class VARConfig(PriorConfig):
     """The next-scale prior (models/var.py): sized to match the GPT's parameter count (AdaLN adds 6 d^2 per block)."""
-    n_layer: int = 4
-    n_head: int = 4
     d_model: int = 160
-    mlp_ratio: int = 4
-    dropout: float = 0.1
-    num_classes: int = 10
-    class_dropout: float = 0.1
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(PriorConfig):
     """The discrete-diffusion prior (models/diffusion.py): a bidirectional transformer that denoises token grids."""
-    n_layer: int = 4
-    n_head: int = 4
-    d_model: int = 192
-    mlp_ratio: int = 4
-    dropout: float = 0.1
-    num_classes: int = 10
-    class_dropout: float = 0.1
     noise: str = "mask"            # mask: absorbing state (MaskGIT / VQ-Diffusion); uniform: random codes (D3PM)
     steps: int = 16                # reverse steps at sampling time (generator.py --steps)
     choice_temperature: float = 4.5  # mask: Gumbel noise on confidences when choosing what to keep, annealed to 0

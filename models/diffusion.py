@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.gpt import GPT, Block
+from models.gpt import Block, init_gpt2_weights, register_raster_positions
 
 
 def corrupted_fraction(t):
@@ -87,14 +87,8 @@ class DiscreteDiffusion(nn.Module):
                                     for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, K * codebook_size)
-        pos = torch.arange(self.L)
-        self.register_buffer("row_L", pos // (W * K), persistent=False)
-        self.register_buffer("col_L", (pos // K) % W, persistent=False)
-        self.register_buffer("book_L", pos % K, persistent=False)
-        self.apply(GPT._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        register_raster_positions(self, self.grid_shape)
+        init_gpt2_weights(self, cfg.n_layer)
 
     @property
     def no_class(self):

@@ -26,6 +26,30 @@ def sequence_to_grid(tokens_BL, grid_shape):
     return tokens_BL.reshape(tokens_BL.shape[0], H, W, K)
 
 
+def register_raster_positions(module, grid_shape):
+    """Buffers row_L, col_L, book_L: the row, column and codebook of each position s (0..L-1) of the sequence."""
+    H, W, K = grid_shape
+    pos = torch.arange(H * W * K)
+    module.register_buffer("row_L", pos // (W * K), persistent=False)
+    module.register_buffer("col_L", (pos // K) % W, persistent=False)
+    module.register_buffer("book_L", pos % K, persistent=False)
+
+
+def _init_linear_and_embedding(module):
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def init_gpt2_weights(model, n_layer):
+    """GPT-2's init: N(0, 0.02) weights and zero biases, residual projections scaled down by depth."""
+    model.apply(_init_linear_and_embedding)
+    for name, p in model.named_parameters():
+        if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+            nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer))
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention through SDPA, with an optional key/value cache.
 
@@ -96,22 +120,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.n_head, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, K * codebook_size)
-        # Position s (0..L-1) of the token sequence sits at row, column, codebook:
-        pos = torch.arange(self.L)
-        self.register_buffer("row_L", pos // (W * K), persistent=False)
-        self.register_buffer("col_L", (pos // K) % W, persistent=False)
-        self.register_buffer("book_L", pos % K, persistent=False)
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
-
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        register_raster_positions(self, self.grid_shape)
+        init_gpt2_weights(self, cfg.n_layer)
 
     @property
     def no_class(self):
