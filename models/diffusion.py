@@ -16,8 +16,8 @@ mask (absorbing state; VQ-Diffusion, Gu et al. 2022; MaskGIT, Chang et al. 2022)
 uniform (D3PM, Austin et al. 2021, uniform transition with alpha_t = 1 - corrupted_fraction(t)): each token is
     replaced, with probability corrupted_fraction(t), by a uniformly random code of its codebook. Training:
     cross-entropy on all positions. Sampling starts from random codes and steps t = 1 -> 0 on an even grid with the
-    D3PM posterior p(x_s | x_t) = sum_x0 q(x_t | x_s) q(x_s | x0) p_model(x0 | x_t): the image emerges from random
-    tokens pieced together like a jigsaw, and any token may change again until the last step.
+    posterior p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) p_model(x0 | x_t) (D3PM's x0-parameterization): the image
+    emerges from random tokens pieced together like a jigsaw, and any token may change again until the last step.
 """
 import math
 
@@ -215,9 +215,14 @@ class DiscreteDiffusion(nn.Module):
             a_ts = a_t / a_s if a_s > 0 else 0.0  # q(x_t | x_s) keeps x_s with prob a_ts; a_t = 0 at t = 1
             logits_BLV = denoise(tokens_BL, torch.full((B,), t, device=tokens_BL.device))
             p_BLV = _filtered_probs(logits_BLV, temperature, top_k)
-            # D3PM posterior: q(x_t | x_s = j) * sum_x0 q(x_s = j | x0) p(x0); at s = 0 the second factor is p.
-            like_BLV = a_ts * F.one_hot(tokens_BL, self.V) + (1 - a_ts) / self.V
-            post_BLV = like_BLV * (a_s * p_BLV + (1 - a_s) / self.V)
+            # p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) p(x0 | x_t), with the posterior q(x_s | x_t, x0) =
+            # q(x_t | x_s) q(x_s | x0) / q(x_t | x0). The network is trained to give p(x0 | x_t), so the division by
+            # q(x_t | x0) belongs here: without it x0 = x_t is over-weighted by ~1/(1 - a_t) and wrong tokens are
+            # never corrected (measured: FID grew with the number of steps). At s = 0 this samples p itself.
+            one_hot_BLV = F.one_hot(tokens_BL, self.V).float()
+            w_BLV = p_BLV / (a_t * one_hot_BLV + (1 - a_t) / self.V)  # p(x0) / q(x_t | x0)
+            like_BLV = a_ts * one_hot_BLV + (1 - a_ts) / self.V  # q(x_t | x_s = j)
+            post_BLV = like_BLV * (a_s * w_BLV + (1 - a_s) / self.V * w_BLV.sum(-1, keepdim=True))
             drawn_BL = _draw(post_BLV / post_BLV.sum(-1, keepdim=True), generator)
             tokens_BL = torch.where(known_mask_BL, known_BL, drawn_BL)
             process.append(dict(tokens_BL=tokens_BL, x0_BL=logits_BLV.argmax(-1)))
