@@ -1,5 +1,4 @@
 """MultiCodebookQuantizer: indices, shapes, straight-through gradients, nearest-code lookup, EMA and restarts."""
-import pytest
 import torch
 
 from models.quantizer import MultiCodebookQuantizer
