@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ import config
 import data
 import evaluate
 import training
-from checkpoint import CheckpointError, default_path, load_pair, load_vqvae, prior_name
+from checkpoint import CheckpointError, default_path, load_pair, load_vqvae, tokenizer_beside
 from generator import class_ids, draw_images
 from models import device as devices
 
@@ -147,23 +146,21 @@ def describe_machine(device, dtype):
 
 # --- all priors side by side ----------------------------------------------------------------------------------------
 
-PRIOR_ROWS = (("GPT (raster)", "gpt", "mask"), ("VAR (next-scale)", "var", "mask"),
-              ("diffusion, mask", "diffusion", "mask"), ("diffusion, uniform", "diffusion", "uniform"))
+PRIOR_ROWS = (("GPT (raster)", "gpt"), ("VAR (next-scale)", "var"), ("diffusion, mask", "diffusion"),
+              ("diffusion, uniform", "diffusion_uniform"))  # (label, checkpoint name as checkpoint.prior_name gives)
 
 
 def load_priors(cfg, device):
     """The trained priors, each with its tokenizer: checkpoints/gpt.pt is required, the others are used if present."""
     found = []
-    for label, kind, noise in PRIOR_ROWS:
-        name = prior_name(SimpleNamespace(diffusion=SimpleNamespace(noise=noise)), kind)
+    for label, name in PRIOR_ROWS:
         path = default_path(cfg, name)
-        if kind != "gpt" and not os.path.exists(path):
+        if name != "gpt" and not os.path.exists(path):
             print(f"({label}: no {path}, left out)")
             continue
         prior, vqvae, ckpt = load_pair(path, None, device)
         found.append({"label": label, "name": name, "prior": prior, "vqvae": vqvae, "ckpt": ckpt,
-                      "vqvae_path": os.path.join(os.path.dirname(path), "vqvae_multiscale.pt" if vqvae.multiscale
-                                                 else "vqvae.pt")})
+                      "vqvae_path": tokenizer_beside(path, ckpt)})
     return found
 
 

@@ -127,13 +127,17 @@ def load_prior(path, device="cpu"):
     return model.to(device).eval(), ckpt
 
 
+def tokenizer_beside(prior_path, prior_ckpt):
+    """Where a prior's tokenizer is by default: vqvae.pt, or vqvae_multiscale.pt for VAR, in the prior's folder."""
+    name = "vqvae_multiscale.pt" if prior_ckpt.get("scales") else "vqvae.pt"
+    return os.path.join(os.path.dirname(prior_path), name)
+
+
 def load_pair(prior_path, vqvae_path=None, device="cpu"):
     """A prior and the tokenizer it was trained on; refuses a tokenizer with other weights.
-    vqvae_path=None: the tokenizer beside the prior (vqvae.pt, or vqvae_multiscale.pt for VAR)."""
+    vqvae_path=None: the tokenizer beside the prior (tokenizer_beside)."""
     prior, prior_ckpt = load_prior(prior_path, device)
-    if vqvae_path is None:
-        name = "vqvae_multiscale.pt" if prior_ckpt.get("scales") else "vqvae.pt"
-        vqvae_path = os.path.join(os.path.dirname(prior_path), name)
+    vqvae_path = vqvae_path or tokenizer_beside(prior_path, prior_ckpt)
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device)
     if prior_ckpt["tokenizer_id"] != vqvae_ckpt["tokenizer_id"]:
         raise CheckpointError(

@@ -281,7 +281,7 @@ def evaluate(cfg, args):
         prior, vqvae, _ = load_pair(path, args.vqvae, device)
         if prior.kind != "diffusion":
             info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
-    elif os.path.exists(args.vqvae or tokenizer_path(cfg, multiscale=False)):
+    elif os.path.exists(args.vqvae or tokenizer_path(cfg, multiscale=False)):  # reference rows without a prior
         vqvae, _ = load_vqvae(args.vqvae or tokenizer_path(cfg, multiscale=False), device)
     if samples is not None:
         images, labels = samples

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.gpt import Block, init_gpt2_weights, register_raster_positions
+from models.gpt import Block, filtered_probs, init_gpt2_weights, register_raster_positions
 
 
 def corrupted_fraction(t):
@@ -48,15 +48,6 @@ def unmask_schedule(num_tokens, steps):
     Steps that would reveal nothing (only when steps > num_tokens) are dropped, so the model runs one forward pass per
     entry: forward passes = len(unmask_schedule(L, steps)) <= min(steps, L)."""
     return [n for n in _reveal_counts(torch.tensor([num_tokens]), steps)[0].tolist() if n > 0]
-
-
-def _filtered_probs(logits_BLV, temperature, top_k):
-    """Softmax of logits / temperature, restricted to the top_k codes when top_k > 0."""
-    logits_BLV = logits_BLV / temperature
-    if top_k and top_k < logits_BLV.shape[-1]:
-        kth = torch.topk(logits_BLV, top_k, dim=-1).values[..., -1:]
-        logits_BLV = logits_BLV.masked_fill(logits_BLV < kth, float("-inf"))
-    return torch.softmax(logits_BLV, dim=-1)
 
 
 def _draw(probs_BLV, generator):
@@ -190,7 +181,7 @@ class DiscreteDiffusion(nn.Module):
             masked_BL = tokens_BL == self.mask_id
             t_B = torch.asin(masked_BL.float().mean(1)) * 2 / math.pi  # the t whose corrupted_fraction this is
             logits_BLV = denoise(tokens_BL, t_B)
-            probs_BLV = _filtered_probs(logits_BLV, temperature, top_k)
+            probs_BLV = filtered_probs(logits_BLV, temperature, top_k)
             drawn_BL = _draw(probs_BLV, generator)
             # MaskGIT: keep the most confident draws; Gumbel noise, annealed to 0, stops early steps from all
             # committing to the same "safe" background codes.
@@ -214,7 +205,7 @@ class DiscreteDiffusion(nn.Module):
             a_t, a_s = 1.0 - corrupted_fraction(t), 1.0 - corrupted_fraction(s)  # shares left intact
             a_ts = a_t / a_s if a_s > 0 else 0.0  # q(x_t | x_s) keeps x_s with prob a_ts; a_t = 0 at t = 1
             logits_BLV = denoise(tokens_BL, torch.full((B,), t, device=tokens_BL.device))
-            p_BLV = _filtered_probs(logits_BLV, temperature, top_k)
+            p_BLV = filtered_probs(logits_BLV, temperature, top_k)
             # p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) p(x0 | x_t), with the posterior q(x_s | x_t, x0) =
             # q(x_t | x_s) q(x_s | x0) / q(x_t | x0). The network is trained to give p(x0 | x_t), so the division by
             # q(x_t | x0) belongs here: without it x0 = x_t is over-weighted by ~1/(1 - a_t) and wrong tokens are

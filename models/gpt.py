@@ -214,10 +214,14 @@ class GPT(nn.Module):
         return tokens
 
 
+def filtered_probs(logits_V, temperature=1.0, top_k=0):
+    """Softmax of logits / temperature over the last dim, restricted to the top_k codes when top_k > 0."""
+    logits_V = logits_V / temperature
+    if top_k and top_k < logits_V.shape[-1]:
+        kth = torch.topk(logits_V, top_k, dim=-1).values[..., -1:]
+        logits_V = logits_V.masked_fill(logits_V < kth, float("-inf"))
+    return torch.softmax(logits_V, dim=-1)
+
+
 def sample_from_logits(logits_BV, temperature=1.0, top_k=0, generator=None):
-    logits_BV = logits_BV / temperature
-    if top_k and top_k < logits_BV.shape[-1]:
-        kth = torch.topk(logits_BV, top_k, dim=-1).values[:, -1:]
-        logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))
-    probs_BV = torch.softmax(logits_BV, dim=-1)
-    return torch.multinomial(probs_BV, 1, generator=generator)[:, 0]
+    return torch.multinomial(filtered_probs(logits_BV, temperature, top_k), 1, generator=generator)[:, 0]

@@ -125,6 +125,18 @@ class MultiCodebookQuantizer(nn.Module):
         return torch.exp(-(p_KV * torch.log(p_KV.clamp_min(1e-10))).sum(1))
 
 
+def split_scales(tokens_BL, scales):
+    """A multi-scale token sequence (scales one after the other, each in raster order) -> [idx_Bss, ...]; a shorter
+    sequence gives its whole scales only."""
+    idx_list, start = [], 0
+    for s in scales:
+        if start + s * s > tokens_BL.shape[1]:
+            break
+        idx_list.append(tokens_BL[:, start:start + s * s].reshape(-1, s, s))
+        start += s * s
+    return idx_list
+
+
 class MultiScaleResidualQuantizer(nn.Module):
     """VAR's tokenizer (Tian et al. 2024, Algorithm 1): one latent f_BDhw becomes K token maps of growing size.
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.gpt import SelfAttention, sample_from_logits
-from models.quantizer import MultiScaleResidualQuantizer
+from models.quantizer import MultiScaleResidualQuantizer, split_scales
 
 
 def modulate(x_BTD, shift_BD, scale_BD):
@@ -104,15 +104,9 @@ class VAR(nn.Module):
         return self
 
     # --- inputs -------------------------------------------------------------------------------------------------
-    def split_scales(self, tokens_BL):
-        """tokens_BL (any prefix of whole scales) -> [idx_Bss per scale]."""
-        out, start = [], 0
-        for s in self.scales:
-            if start >= tokens_BL.shape[1]:
-                break
-            out.append(tokens_BL[:, start:start + s * s].reshape(-1, s, s))
-            start += s * s
-        return out
+    def start_input(self, cond_BD):
+        """The inputs of scale 0: the class embedding at each of its s_1^2 positions, (B, s_1^2, d)."""
+        return cond_BD[:, None].expand(-1, self.first_len, -1) + self.pos_start[None]
 
     def next_scale_input(self, f_hat_BDHW, k):
         """Inputs of scale k (k >= 1): f_hat of scales < k, area-downsampled to s_k, as (B, s_k^2, d)."""
@@ -121,8 +115,7 @@ class VAR(nn.Module):
 
     def inputs(self, cond_BD, idx_list):
         """Teacher-forced inputs for scales 0 .. len(idx_list) (capped at K-1), given the token maps idx_list."""
-        B, d = cond_BD.shape[0], cond_BD.shape[1]
-        x = [cond_BD[:, None].expand(B, self.first_len, d) + self.pos_start[None]]
+        x = [self.start_input(cond_BD)]
         partial = self.tokenizer.partial_sums(idx_list[:len(self.scales) - 1])
         x += [self.next_scale_input(f_hat, k + 1) for k, f_hat in enumerate(partial)]
         x_BTD = torch.cat(x, dim=1)
@@ -141,7 +134,7 @@ class VAR(nn.Module):
         """Teacher-forced logits_BLV: logits[:, i] predicts tokens[:, i] from the class and all coarser scales."""
         cond_BD = self.class_emb(class_B)
         with torch.no_grad():  # the inputs come from the frozen tokenizer
-            idx_list = self.split_scales(tokens_BL)
+            idx_list = split_scales(tokens_BL, self.scales)
         x_BTD = self.inputs(cond_BD, idx_list[:-1])
         T = x_BTD.shape[1]
         return self._run(x_BTD, cond_BD, self.mask_LL[:T, :T])
@@ -172,10 +165,7 @@ class VAR(nn.Module):
         for k, s in enumerate(self.scales):
             n = s * s
             if use_cache:  # feed only this scale's inputs; it sees the cached coarser scales without a mask
-                if k == 0:
-                    x = cond_BD[:, None].expand(-1, n, -1) + self.pos_start[None]
-                else:
-                    x = self.next_scale_input(f_hat, k)
+                x = self.start_input(cond_BD) if k == 0 else self.next_scale_input(f_hat, k)
                 x = x + self.level_emb(self.level_L[start:start + n]) + self.pos_emb[start:start + n]
                 logits = self._run(x, cond_BD, None, caches, start)
             else:  # recompute every coarser scale (the slow path, kept for tests and benchmarks)

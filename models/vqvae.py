@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import IMAGE_SIZE, reachable_grid_sizes
-from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer
+from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer, split_scales
 
 
 def down_sizes(grid_size):
@@ -115,16 +115,9 @@ class VQVAE(nn.Module):
 
     def from_sequence(self, tokens_BL):
         """tokens_BL -> idx_BHWK, or the list of idx_Bss (a shorter sequence gives the first scales only)."""
-        B = tokens_BL.shape[0]
         if not self.multiscale:
-            return tokens_BL.reshape(B, *self.grid_shape)
-        idx_list, start = [], 0
-        for s in self.cfg.scales:
-            if start + s * s > tokens_BL.shape[1]:
-                break
-            idx_list.append(tokens_BL[:, start:start + s * s].reshape(B, s, s))
-            start += s * s
-        return idx_list
+            return tokens_BL.reshape(tokens_BL.shape[0], *self.grid_shape)
+        return split_scales(tokens_BL, self.cfg.scales)
 
     @torch.no_grad()
     def encode_sequence(self, x_B1HW):
