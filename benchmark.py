@@ -4,14 +4,16 @@
     python benchmark.py --sweep              # + the GPT's FID / precision / recall vs temperature (PNG plot)
     python benchmark.py --report             # all of the above + every prior side by side -> RESULTS.md
 
-The report compares the priors whose checkpoints exist (checkpoints/gpt.pt is required; var.pt, diffusion.pt and
-diffusion_uniform.pt are added when present), each on its own tokenizer: classifier-FID and friends on --n samples,
-images/s and forward passes per image, and for the diffusion priors the same at 4, 8, 16 and 32 reverse steps.
+The report compares every trained prior in the checkpoint folder (checkpoints/gpt.pt is required; var.pt,
+diffusion.pt, diffusion_uniform.pt and any other prior checkpoint are added when present), each on its own
+tokenizer: classifier-FID and friends on --n samples, images/s and forward passes per image, and for the priors with
+reverse steps (diffusion) the same at 4, 8, 16 and 32 steps.
 Timings: each speed figure is the median of --repeats runs after one warm-up run, with the spread (min-max) beside
 it; ratios (KV cache on vs off) come from the same process. Quality rows time their own --n samples once.
 """
 import copy
 import datetime
+import glob
 import os
 import platform
 import statistics
@@ -20,17 +22,17 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 import config
 import data
 import evaluate
 import training
-from checkpoint import CheckpointError, default_path, load_pair, load_vqvae, tokenizer_beside
+from checkpoint import CheckpointError, default_path, load_file, load_pair, load_vqvae, tokenizer_beside
 from generator import class_ids, draw_images
 from models import device as devices
+from models.prior import registered
 
-DIFFUSION_STEPS = (4, 8, 16, 32)
+STEP_COUNTS = (4, 8, 16, 32)  # reverse steps tried for the priors that have them
 
 
 def timed(fn, repeats, warmup=1):
@@ -66,7 +68,7 @@ def sampling_speed(prior, vqvae, device, dtype, batch_sizes, repeats, cfg_scale=
 
 def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_vqvae=True):
     """Training images/s of the tokenizer and the prior: `steps` optimizer steps at the configured batch size, timed
-    `repeats` times. Returns {"vqvae": ..., prior.kind: ...}."""
+    `repeats` times. Returns {"vqvae": ..., prior.kind: ...}; include_vqvae=False times the prior alone."""
     images, labels = data.load_split(cfg.data, train=True)
     vq_batch, prior_batch = cfg.vqvae_train.batch_size, getattr(cfg, f"{prior.kind}_train").batch_size
     x = data.to_model_range(images[:vq_batch]).to(device)
@@ -80,8 +82,7 @@ def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_v
         opt = torch.optim.AdamW(vq_model.parameters(), lr=1e-4)
         for _ in range(steps):
             with devices.autocast(device, dtype):
-                recon, _, commitment, _ = vq_model(x)
-                loss = F.mse_loss(recon.float(), x) + 0.25 * commitment
+                loss, _ = vq_model.loss(x)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -146,21 +147,22 @@ def describe_machine(device, dtype):
 
 # --- all priors side by side ----------------------------------------------------------------------------------------
 
-PRIOR_ROWS = (("GPT (raster)", "gpt"), ("VAR (next-scale)", "var"), ("diffusion, mask", "diffusion"),
-              ("diffusion, uniform", "diffusion_uniform"))  # (label, checkpoint name as checkpoint.prior_name gives)
-
-
 def load_priors(cfg, device):
-    """The trained priors, each with its tokenizer: checkpoints/gpt.pt is required, the others are used if present."""
+    """Every trained prior in the checkpoint folder, each with its tokenizer, in config.py's order of the priors:
+    checkpoints/gpt.pt is required (the temperature sweep runs on it), the others are used when present."""
+    gpt_path = default_path(cfg, "gpt")
+    paths = [gpt_path] + [p for p in sorted(glob.glob(os.path.join(cfg.checkpoint_dir, "*.pt"))) if p != gpt_path]
     found = []
-    for label, name in PRIOR_ROWS:
-        path = default_path(cfg, name)
-        if name != "gpt" and not os.path.exists(path):
-            print(f"({label}: no {path}, left out)")
-            continue
+    for path in paths:
+        if path != gpt_path and load_file(path).get("kind") not in registered():
+            continue  # a tokenizer, the classifier, ...
         prior, vqvae, ckpt = load_pair(path, None, device)
-        found.append({"label": label, "name": name, "prior": prior, "vqvae": vqvae, "ckpt": ckpt,
+        found.append({"label": prior.title, "name": prior.name, "prior": prior, "vqvae": vqvae, "ckpt": ckpt,
                       "vqvae_path": tokenizer_beside(path, ckpt)})
+    order = list(config.PRIORS)
+    found[1:] = sorted(found[1:], key=lambda e: order.index(e["prior"].kind) if e["prior"].kind in order else len(order))
+    for entry in found:
+        print(f"{entry['label']}: {default_path(cfg, entry['name'])}")
     return found
 
 
@@ -180,7 +182,8 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
 
 
 def compare_priors(entries, cfg, device, dtype, n):
-    """Quality of every prior (and of each tokenizer's reconstructions), plus diffusion at several step counts."""
+    """Quality of every prior (and of each tokenizer's reconstructions), plus the priors with reverse steps at
+    several step counts."""
     classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     train_images, train_labels = data.load_split(cfg.data, train=True)
@@ -194,14 +197,15 @@ def compare_priors(entries, cfg, device, dtype, n):
             references[label] = evaluate.score(classifier, recon, test_labels[:n], reference, device)
     for entry in entries:
         prior = entry["prior"]
-        if prior.kind == "diffusion":
+        if prior.sampling_steps:
             entry["steps_rows"] = [quality_row(entry, classifier, reference, cfg, device, dtype, n, steps)
-                                   for steps in DIFFUSION_STEPS]
+                                   for steps in STEP_COUNTS]
             default = [r for r in entry["steps_rows"] if r["steps"] == prior.cfg.steps]
             entry["quality"] = default[0] if default else quality_row(entry, classifier, reference, cfg, device,
                                                                        dtype, n)
         else:
             entry["quality"] = quality_row(entry, classifier, reference, cfg, device, dtype, n)
+        if prior.exact_likelihood:
             entry["likelihood"] = evaluate.test_likelihood(prior, entry["vqvae"], test_images, test_labels, device)
     return references
 
@@ -233,17 +237,19 @@ def run(cfg, args, argv):
     print(machine)
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    sampling, train = {}, {}
+    sampling, train, timed_tokenizers = {}, {}, set()
     for entry in entries:
         prior, vqvae = entry["prior"], entry["vqvae"]
-        if prior.kind in ("gpt", "var"):  # the two priors with a KV cache: with and without it
+        if prior.kv_cache:  # with and without it
             sampling[entry["label"]] = {scale: sampling_speed(prior, vqvae, device, dtype, batch_sizes, args.repeats,
                                                               scale) for scale in sorted({1.0, cfg.sample.cfg_scale})}
             for scale, rows in sampling[entry["label"]].items():
                 for row in rows:
                     print(f"{entry['label']} sampling cfg {scale}, batch {row['batch']:>5}: KV cache {row['kv']:8.1f} "
                           f"images/s, without {row['no_kv']:8.1f} images/s, speedup x{row['kv'] / row['no_kv']:.2f}")
-        stages = training_speed(prior, vqvae, cfg, device, dtype, args.repeats, include_vqvae=prior.kind != "diffusion")
+        stages = training_speed(prior, vqvae, cfg, device, dtype, args.repeats,
+                                include_vqvae=entry["vqvae_path"] not in timed_tokenizers)  # each tokenizer once
+        timed_tokenizers.add(entry["vqvae_path"])
         for stage, row in stages.items():
             key = f"{'multi-scale ' if vqvae.multiscale else ''}{stage}" if stage == "vqvae" else entry["name"]
             train[key] = row
@@ -321,7 +327,7 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
     for entry in entries:
         ck, prior = entry["ckpt"], entry["prior"]
         hist = ck["history"][-1]
-        figure = (f"{hist['val_loss']:.4f} nats = {hist['val_bits_per_token']:.3f} bits/token" if prior.kind != "diffusion"
+        figure = (f"{hist['val_loss']:.4f} nats = {hist['val_bits_per_token']:.3f} bits/token" if prior.exact_likelihood
                   else f"denoising loss {hist['val_loss']:.4f} nats/token")
         train_rows.append([f"{entry['name']}.pt", f"{training.count_parameters(prior, trainable=True) / 1e6:.2f}M",
                            ck["epoch"], f"{hist['seconds']:.0f} s", figure])
@@ -330,7 +336,7 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
     for entry in entries:
         q, prior = entry["quality"], entry["prior"]
         nll = f"{entry['likelihood']['bits_per_image']:.1f}" if "likelihood" in entry else "-"
-        steps = f", {q['steps'] or prior.cfg.steps} steps" if prior.kind == "diffusion" else ""
+        steps = f", {q['steps'] or prior.cfg.steps} steps" if prior.sampling_steps else ""
         prior_rows.append([f"**{entry['label']}**{steps}", q["n"], *_quality_cells(q), nll, q["forward_passes"],
                            f"{q['images_per_s']:.0f}"])
     step_rows = [[entry["label"], r["steps"], r["forward_passes"], f"{r['fid']:.2f}", f"{r['precision']:.3f}",

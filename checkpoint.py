@@ -1,8 +1,10 @@
 """Self-describing checkpoints: weights next to the config that built them, saved atomically, loaded as data.
 
-A checkpoint is a dict {'kind', 'config', 'model', ...}. `kind` says which model it holds ('vqvae', or a prior:
-'gpt', 'var', 'diffusion'), so a script handed the wrong file says so, and generator.py rebuilds whichever prior it is. A VQ-VAE checkpoint carries `tokenizer_id`, a hash of its weights; a prior's
-checkpoint records the `tokenizer_id` it was trained on, so pairing it with another tokenizer is caught.
+A checkpoint is a dict {'kind', 'config', 'model', ...}. `kind` says which model it holds ('vqvae', 'classifier',
+or a registered prior: 'gpt', 'var', 'diffusion', ...), so a script handed the wrong file says so, and generator.py
+rebuilds whichever prior it is. A VQ-VAE checkpoint carries `tokenizer_id`, a hash of its weights; a prior's
+checkpoint records the `tokenizer_id` it was trained on and its tokenizer's description (VQVAE.token_info()), so
+pairing it with another tokenizer is caught.
 """
 import hashlib
 import os
@@ -67,17 +69,12 @@ def tokenizer_path(cfg, multiscale=None):
     return default_path(cfg, "vqvae_multiscale" if multiscale else "vqvae")
 
 
-def prior_name(cfg, kind):
-    """File and results-folder name of a prior: gpt, var, diffusion, or diffusion_uniform for the uniform process."""
-    if kind == "diffusion" and cfg.diffusion.noise != "mask":
-        return f"diffusion_{cfg.diffusion.noise}"
-    return kind
-
-
 def prior_path(cfg, kind_or_path):
-    """`--prior` takes a kind (gpt | var | diffusion) or a checkpoint path."""
-    if kind_or_path in config_module.PRIORS:
-        return default_path(cfg, prior_name(cfg, kind_or_path))
+    """`--prior` takes a registered kind (gpt | var | diffusion | ...) or a checkpoint path."""
+    from models.prior import registered
+    priors = registered()
+    if kind_or_path in priors:
+        return default_path(cfg, priors[kind_or_path].checkpoint_name(getattr(cfg, kind_or_path)))
     return kind_or_path
 
 
@@ -91,44 +88,34 @@ def load_vqvae(path, device="cpu"):
     return model.to(device).eval(), ckpt
 
 
-def build_prior(kind, cfg_dict, tokens):
-    """An untrained prior of the given kind; `tokens` describes its tokenizer's sequence (see prior_token_info)."""
-    if kind == "gpt":
-        from models.gpt import GPT
-        return GPT(config_module.from_dict(config_module.GPTConfig, cfg_dict), tuple(tokens["grid_shape"]),
-                   tokens["codebook_size"])
-    if kind == "diffusion":
-        from models.diffusion import DiscreteDiffusion
-        return DiscreteDiffusion(config_module.from_dict(config_module.DiffusionConfig, cfg_dict),
-                                 tuple(tokens["grid_shape"]), tokens["codebook_size"])
-    if kind == "var":
-        from models.var import VAR
-        return VAR(config_module.from_dict(config_module.VARConfig, cfg_dict), tuple(tokens["scales"]),
-                   tokens["codebook_size"], tokens["code_dim"], tokens["phi_ratio"])
-    raise CheckpointError(f"unknown prior kind {kind!r}; expected one of {', '.join(config_module.PRIORS)}")
-
-
-def prior_token_info(vqvae):
-    """What a prior checkpoint records about its tokenizer's token sequence."""
-    c = vqvae.cfg
-    return {"grid_shape": list(vqvae.grid_shape), "codebook_size": c.codebook_size, "scales": list(c.scales),
-            "code_dim": c.code_dim, "phi_ratio": c.phi_ratio}
+def build_prior(kind, cfg_dict, tokens, vqvae=None):
+    """An untrained prior of a registered kind, from its config section (as a dict) and its tokenizer's description
+    (VQVAE.token_info(), which every prior checkpoint stores); with the trained vqvae, it copies what it keeps of it."""
+    from models.prior import prior_class
+    try:
+        cls = prior_class(kind)
+    except KeyError as e:
+        raise CheckpointError(e.args[0]) from None
+    return cls.from_tokenizer(config_module.from_dict(cls.config_class, cfg_dict), tokens, vqvae)
 
 
 def load_prior(path, device="cpu"):
-    """Rebuild a token prior (GPT, VAR or diffusion) from its checkpoint alone: (model in eval mode, checkpoint)."""
-    ckpt = load_file(path, hint="; train one first with: python transformer_train.py --prior gpt|var|diffusion")
-    if not isinstance(ckpt, dict) or ckpt.get("kind") not in config_module.PRIORS:
+    """Rebuild a token prior of any registered kind from its checkpoint alone: (model in eval mode, checkpoint)."""
+    from models.prior import registered
+    kinds = ", ".join(registered())
+    ckpt = load_file(path, hint=f"; train one first with: python transformer_train.py --prior KIND ({kinds})")
+    if not isinstance(ckpt, dict) or ckpt.get("kind") in (None, "vqvae", "classifier"):
         what = ckpt.get("kind") if isinstance(ckpt, dict) else None
         raise CheckpointError(f"{path} holds {'a ' + what + ' model' if what else 'no checkpoint of this repo'}, "
-                              f"but a prior ({', '.join(config_module.PRIORS)}) was expected")
+                              f"but a prior ({kinds}) was expected")
     model = build_prior(ckpt["kind"], ckpt["config"], ckpt)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
 
 def tokenizer_beside(prior_path, prior_ckpt):
-    """Where a prior's tokenizer is by default: vqvae.pt, or vqvae_multiscale.pt for VAR, in the prior's folder."""
+    """Where a prior's tokenizer is by default: vqvae.pt, or vqvae_multiscale.pt for one on the multi-scale
+    tokenizer (VAR), in the prior's folder."""
     name = "vqvae_multiscale.pt" if prior_ckpt.get("scales") else "vqvae.pt"
     return os.path.join(os.path.dirname(prior_path), name)
 

@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass, field
 
 IMAGE_SIZE = 28  # MNIST-like datasets: 1 x 28 x 28
-PRIORS = ("gpt", "var", "diffusion")  # the token priors; each has a config section <name> and <name>_train
 
 
 def reachable_grid_sizes(image_size=IMAGE_SIZE):
@@ -136,6 +135,14 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
+def prior_sections(cfg):
+    """The token priors a config knows: every section holding a PriorConfig (each with a `<name>_train` section)."""
+    return tuple(f.name for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), PriorConfig))
+
+
+PRIORS = prior_sections(Config())  # ('gpt', 'var', 'diffusion'); a new prior adds its two sections to Config
+
+
 # Named presets: a list of overrides on top of the defaults above.
 PRESETS = {
     "mnist": [],  # the default: 4x4x1 tokens
@@ -237,7 +244,8 @@ def validate(cfg):
         (cfg.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16 (got {cfg.amp!r})"),
         (cfg.data.dataset == "mnist", f"data.dataset={cfg.data.dataset!r} is not supported yet; use mnist"),
     ]
-    for name in PRIORS:
+    priors = prior_sections(cfg)
+    for name in priors:
         g = getattr(cfg, name)
         checks += [
             (g.d_model % g.n_head == 0, f"{name}.d_model={g.d_model} must be divisible by {name}.n_head={g.n_head}"),
@@ -245,7 +253,7 @@ def validate(cfg):
             (0.0 <= g.dropout < 1.0 and 0.0 <= g.class_dropout <= 1.0,
              f"{name}.dropout and {name}.class_dropout must be in [0, 1)"),
         ]
-    for name, section in (("vqvae_train", cfg.vqvae_train), *((f"{p}_train", getattr(cfg, f"{p}_train")) for p in PRIORS)):
+    for name, section in (("vqvae_train", cfg.vqvae_train), *((f"{p}_train", getattr(cfg, f"{p}_train")) for p in priors)):
         checks += [
             (section.lr > 0, f"{name}.lr must be positive (got {section.lr})"),
             (section.epochs >= 1, f"{name}.epochs must be at least 1 (got {section.epochs})"),

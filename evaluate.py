@@ -279,7 +279,7 @@ def evaluate(cfg, args):
     prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
     if samples is None or os.path.exists(path):
         prior, vqvae, _ = load_pair(path, args.vqvae, device)
-        if prior.kind != "diffusion":
+        if prior.exact_likelihood:
             info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
     elif os.path.exists(args.vqvae or tokenizer_path(cfg, multiscale=False)):  # reference rows without a prior
         vqvae, _ = load_vqvae(args.vqvae or tokenizer_path(cfg, multiscale=False), device)

@@ -31,6 +31,7 @@ import data
 import training
 from checkpoint import CheckpointError, load_pair, prior_path
 from models import device as devices
+from models.prior import priors_with
 
 EDITS = ("inpaint", "outpaint", "complete")
 
@@ -40,7 +41,7 @@ def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0
                 seed=0, use_cache=True, steps=None, progress=False):
     """Sample token sequences for the given class ids and decode them: images in [-1, 1], (N, 1, 28, 28), on the CPU.
 
-    use_cache: GPT and VAR (KV cache on/off); steps: diffusion's reverse steps (None = its config)."""
+    use_cache: KV cache on/off (priors with one); steps: reverse steps (priors with them; None = their config)."""
     was_training = prior.training
     prior.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -113,9 +114,9 @@ def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples
     """Rows of [original, masked, result 1..n] for each image; returns (images, columns per row)."""
     if edit not in EDITS:
         raise ValueError(f"--edit must be one of {', '.join(EDITS)}")
-    if prior.kind == "gpt" and edit != "complete":
-        raise CheckpointError("the raster GPT can only --edit complete (it never sees tokens after the one it draws); "
-                              "inpaint/outpaint need --prior var or --prior diffusion")
+    if edit not in prior.edits:
+        raise CheckpointError(f"the {prior.kind} prior can only --edit {' or '.join(prior.edits) or 'nothing'}; "
+                              f"{edit} needs --prior {' or --prior '.join(priors_with(lambda c: edit in c.edits))}")
     x = data.to_model_range(images_uint8).to(device)
     known_BL = vqvae.encode_sequence(x).repeat_interleave(samples_per_image, 0)
     classes = labels.to(device).repeat_interleave(samples_per_image)
@@ -123,13 +124,8 @@ def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples
     generator = torch.Generator(device=device).manual_seed(seed)
     prior.eval()
     with devices.autocast(device, dtype):
-        if prior.kind == "gpt":  # the kept tokens are a prefix of the raster sequence
-            tokens = prior.sample(classes, temperature, top_k, cfg_scale, prefix_BT=known_BL[:, :int(keep_L.sum())],
-                                  generator=generator)
-        else:
-            tokens = prior.sample(classes, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale,
-                                  generator=generator, known_BL=known_BL,
-                                  known_mask_BL=keep_L.expand_as(known_BL))
+        tokens = prior.sample(classes, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale, generator=generator,
+                              known_BL=known_BL, known_mask_BL=keep_L.expand_as(known_BL))
         results = vqvae.decode_sequence(tokens).float().clamp(-1, 1).cpu()
     x = x.cpu()
     masked = masked_view(x, redraw_cells(vqvae.cfg.grid_size, edit))
@@ -229,14 +225,16 @@ def generate(cfg, args):
     options = dict(top_k=top_k, cfg_scale=cfg_scale, batch_size=batch_size, seed=cfg.seed,
                    use_cache=not args.no_kv_cache, steps=args.steps)
     out_dir = args.out or os.path.join(cfg.results_dir, "generator")
-    tag = "" if prior.kind == "gpt" else f"{prior.kind}_"
-    if prior.kind == "diffusion" and prior.cfg.noise != "mask":
-        tag = f"diffusion_{prior.cfg.noise}_"
+    tag = prior.output_prefix
     print(f"{prior.kind} prior trained {ckpt['epoch']} epochs; {devices.describe(device, dtype)}")
+    if args.steps is not None and not prior.sampling_steps:
+        raise CheckpointError(f"--steps is for priors with reverse steps ({', '.join(priors_with(lambda c: c.sampling_steps))}); "
+                              f"the {prior.kind} prior has none")
 
     if args.show_process:
-        if prior.kind != "diffusion":
-            raise CheckpointError("--show-process needs a diffusion prior (--prior diffusion)")
+        if not prior.reverse_process:
+            raise CheckpointError(f"--show-process needs a prior with a reverse process "
+                                  f"(--prior {' or --prior '.join(priors_with(lambda c: c.reverse_process))})")
         paths = save_reverse_process(prior, vqvae, device, dtype, os.path.join(out_dir, f"{tag}reverse_process"),
                                      cfg.seed, args.steps, cfg_scale)
         print(f"reverse process ({prior.forward_passes(args.steps)} steps) -> {', '.join(paths)}")

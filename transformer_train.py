@@ -24,11 +24,10 @@ from tqdm import tqdm
 import config
 import data
 import training
-from checkpoint import (CheckpointError, atomic_save, build_prior, default_path, load_vqvae, prior_name,
-                        prior_token_info, tokenizer_path)
+from checkpoint import CheckpointError, atomic_save, build_prior, default_path, load_vqvae, tokenizer_path
 from generator import draw_images, save_reverse_process
 from models import device as devices
-from models.var import VAR
+from models.prior import prior_class, priors_with, registered
 
 
 def make_optimizer(model, tc):
@@ -60,11 +59,9 @@ def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device
     rng = training.epoch_generator(seed, epoch)
     batches = data.batch_indices(len(tokens_NL), tc.batch_size, rng)
     total = 0.0
-    bar = tqdm(batches, desc=f"{model.kind} epoch {epoch}/{tc.epochs}", leave=False)
+    bar = tqdm(batches, desc=f"{model.name} epoch {epoch}/{tc.epochs}", leave=False)
     for batch in bar:
-        tokens, labels = tokens_NL[batch].to(device), labels_N[batch].clone()
-        dropped = torch.rand(len(labels), generator=rng) < model.cfg.class_dropout  # teaches the "no class" id
-        labels[dropped] = model.no_class
+        tokens, labels = tokens_NL[batch].to(device), model.drop_classes(labels_N[batch], rng)
         training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, tc.warmup_steps, tc.min_lr_ratio))
         with devices.autocast(device, dtype):
             loss = model.loss(tokens, labels.to(device))
@@ -91,7 +88,8 @@ def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
 
 def main(argv=None):
     parser = config.make_parser("Train a token prior (raster GPT, VAR or discrete diffusion) on VQ-VAE tokens.")
-    parser.add_argument("--prior", default="gpt", choices=config.PRIORS, help="which prior to train (default: gpt)")
+    parser.add_argument("--prior", default="gpt", choices=list(registered()),
+                        help="which prior to train (default: gpt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt, "
                                                       "or vqvae_multiscale.pt for --prior var)")
@@ -102,40 +100,39 @@ def main(argv=None):
         sys.exit(f"error: {e}")
 
 
-def check_tokenizer(kind, vqvae, vqvae_path):
-    """VAR needs the multi-scale tokenizer; the GPT and diffusion priors read single-scale grids."""
-    if kind == "var" and not vqvae.multiscale:
-        raise CheckpointError(f"{vqvae_path} is a single-scale tokenizer, but VAR needs the multi-scale one; "
-                              f"train it with: python vqvae_train.py --preset mnist_var")
-    if kind != "var" and vqvae.multiscale:
-        raise CheckpointError(f"{vqvae_path} is a multi-scale (VAR) tokenizer; the {kind} prior needs a single-scale "
-                              f"one (python vqvae_train.py), or train VAR with --prior var")
-
-
-def new_prior(kind, cfg, vqvae):
-    if kind == "var":
-        return VAR.from_tokenizer(cfg.var, vqvae)
-    return build_prior(kind, config.to_dict(getattr(cfg, kind)), prior_token_info(vqvae))
+def check_tokenizer(prior_cls, vqvae, vqvae_path):
+    """A prior reads either the single-scale grid or the multi-scale residual tokenizer's sequence, as it declares."""
+    if prior_cls.multiscale_tokenizer == vqvae.multiscale:
+        return
+    scale = {True: "multi-scale", False: "single-scale"}
+    preset = " --preset mnist_var" if prior_cls.multiscale_tokenizer else ""
+    readers = priors_with(lambda c: c.multiscale_tokenizer == vqvae.multiscale)
+    raise CheckpointError(f"{vqvae_path} is a {scale[vqvae.multiscale]} tokenizer, but the {prior_cls.kind} prior "
+                          f"needs a {scale[prior_cls.multiscale_tokenizer]} one (python vqvae_train.py{preset}), "
+                          f"or train --prior {' or --prior '.join(readers)} on it")
 
 
 def train(cfg, kind="gpt", resume=False, vqvae_path=None):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
-    name = prior_name(cfg, kind)
+    prior_cls = prior_class(kind)
+    if kind not in config.prior_sections(cfg):
+        raise CheckpointError(f"the {kind} prior has no config section; add `{kind}` and `{kind}_train` to config.Config")
+    name = prior_cls.checkpoint_name(getattr(cfg, kind))
     ckpt_path = default_path(cfg, name)
-    results_dir = os.path.join(cfg.results_dir, "transformer" if kind == "gpt" else name)
+    results_dir = os.path.join(cfg.results_dir, prior_cls.results_folder or name)
     tc = getattr(cfg, f"{kind}_train")
 
-    vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=(kind == "var"))
+    vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device)
-    check_tokenizer(kind, vqvae, vqvae_path)
+    check_tokenizer(prior_cls, vqvae, vqvae_path)
     tokenizer_id = vqvae_ckpt["tokenizer_id"]
     tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
     train_tokens, train_labels = tokens["train"][0].flatten(1), tokens["train"][1]
     test_tokens, test_labels = tokens["test"][0].flatten(1), tokens["test"][1]
 
-    model = new_prior(kind, cfg, vqvae).to(device)
+    model = build_prior(kind, config.to_dict(getattr(cfg, kind)), vqvae.token_info(), vqvae).to(device)
     optimizer = make_optimizer(model, tc)
     scaler = devices.grad_scaler(device, dtype)
     run_cfg = {**training.run_config(cfg, "data", kind, f"{kind}_train"), "tokenizer_id": tokenizer_id}
@@ -147,7 +144,7 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None):
         start_epoch, history, elapsed = ckpt["epoch"] + 1, ckpt["history"], ckpt["train_seconds"]
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
-    exact = kind != "diffusion"  # GPT and VAR losses are exact likelihoods; diffusion's is a denoising loss
+    exact = prior_cls.exact_likelihood  # else a training loss such as diffusion's denoising loss
     print(f"{kind}: sequence of {model.L} tokens, {training.count_parameters(model, trainable=True) / 1e6:.2f}M "
           f"trainable parameters, tokenizer {tokenizer_id}; {devices.describe(device, dtype)}")
     steps_per_epoch = math.ceil(len(train_tokens) / tc.batch_size)
@@ -170,9 +167,9 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None):
         atomic_save({"kind": kind, "config": config.to_dict(model.cfg),
                      "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                      "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                     "train_seconds": elapsed, "run_config": run_cfg, **prior_token_info(vqvae),
+                     "train_seconds": elapsed, "run_config": run_cfg, **vqvae.token_info(),
                      "tokenizer_id": tokenizer_id, "vqvae_path": vqvae_path}, ckpt_path)
-    if kind == "diffusion":
+    if prior_cls.reverse_process:
         save_reverse_process(model, vqvae, device, dtype, os.path.join(results_dir, "reverse_process"), cfg.seed)
     print(f"checkpoint: {ckpt_path}\nsamples and curves: {results_dir}/")
 

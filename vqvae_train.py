@@ -88,9 +88,8 @@ def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtyp
         x = data.to_model_range(images_uint8[batch]).to(device)
         training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, warmup_steps=0, min_ratio=0.1))
         with devices.autocast(device, dtype):
-            recon, _, commitment, perplexity_K = model(x)
-            mse = F.mse_loss(recon.float(), x)
-            loss = mse + cfg.vqvae.commitment_weight * commitment
+            loss, parts = model.loss(x)
+        mse, perplexity_K = parts["mse"], parts["perplexity_K"]
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -25,7 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.gpt import Block, filtered_probs, init_gpt2_weights, register_raster_positions
+from config import DiffusionConfig
+from models.prior import Prior, filtered_probs, guide, register
+from models.transformer import Block, init_gpt2_weights, register_raster_positions
 
 
 def corrupted_fraction(t):
@@ -55,8 +57,14 @@ def _draw(probs_BLV, generator):
     return torch.multinomial(probs_BLV.reshape(-1, V), 1, generator=generator).view(B, L)
 
 
-class DiscreteDiffusion(nn.Module):
+@register
+class DiscreteDiffusion(Prior):
     kind = "diffusion"
+    config_class = DiffusionConfig
+    exact_likelihood = False  # its loss is a denoising loss, not the likelihood of the tokens
+    edits = ("inpaint", "outpaint", "complete")
+    reverse_process = True
+    sampling_steps = True
 
     def __init__(self, cfg, grid_shape, codebook_size):
         super().__init__()
@@ -81,9 +89,14 @@ class DiscreteDiffusion(nn.Module):
         register_raster_positions(self, self.grid_shape)
         init_gpt2_weights(self, cfg.n_layer)
 
+    @classmethod
+    def checkpoint_name(cls, cfg):
+        """diffusion.pt for the mask process, diffusion_<noise>.pt for another, so both can be compared."""
+        return cls.kind if cfg.noise == "mask" else f"{cls.kind}_{cfg.noise}"
+
     @property
-    def no_class(self):
-        return self.cfg.num_classes
+    def title(self):
+        return f"diffusion, {self.cfg.noise}"
 
     def forward_passes(self, steps=None):
         """Transformer evaluations per image (doubled in batch size, not in count, by guidance)."""
@@ -134,37 +147,27 @@ class DiscreteDiffusion(nn.Module):
         noisy_BL, corrupted_BL = self.corrupt(tokens_BL, t_B)
         logits_BLV = self.forward(noisy_BL, class_B, t_B).float()
         if self.cfg.noise == "mask":  # unmasked tokens are copied at sampling time, so only masked ones are scored
-            return F.cross_entropy(logits_BLV[corrupted_BL], tokens_BL[corrupted_BL])
-        return F.cross_entropy(logits_BLV.reshape(-1, self.V), tokens_BL.reshape(-1))
+            return self.cross_entropy(logits_BLV[corrupted_BL], tokens_BL[corrupted_BL])
+        return self.cross_entropy(logits_BLV, tokens_BL)
 
     # --- sampling ---------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self, class_B, temperature=1.0, top_k=0, cfg_scale=1.0, generator=None, steps=None,
-               known_BL=None, known_mask_BL=None, return_process=False, prefix_BT=None, **unused):
-        """Draw tokens_BL for the given classes (`no_class` for unconditional) in `steps` reverse steps.
-
-        cfg_scale != 1 mixes conditional and unconditional logits, uncond + s * (cond - uncond), as the GPT does.
-        known_BL / known_mask_BL (True = keep): inpainting, kept tokens never change; prefix_BT (the GPT's
-        completion argument) keeps the first T tokens. return_process=True also returns one dict per forward pass:
-        tokens_BL (state after the step, -1 where still masked) and x0_BL (that step's argmax prediction).
-        """
+    def _sample(self, class_B, temperature, top_k, cfg_scale, generator, known_BL=None, known_mask_BL=None,
+                steps=None, return_process=False):
+        """Draw tokens_BL in `steps` reverse steps. known_BL / known_mask_BL (True = keep): editing, kept tokens
+        never change. return_process=True also returns one dict per forward pass: tokens_BL (state after the step,
+        -1 where still masked) and x0_BL (that step's argmax prediction)."""
         B, L, device = class_B.shape[0], self.L, class_B.device
         steps = steps or self.cfg.steps
         if known_mask_BL is None:
             known_BL = torch.zeros(B, L, dtype=torch.long, device=device)
             known_mask_BL = torch.zeros(B, L, dtype=torch.bool, device=device)
-        if prefix_BT is not None:
-            known_BL, known_mask_BL = known_BL.clone(), known_mask_BL.clone()
-            known_BL[:, :prefix_BT.shape[1]], known_mask_BL[:, :prefix_BT.shape[1]] = prefix_BT, True
         known_BL = torch.where(known_mask_BL, known_BL.long(), 0)  # values under known_mask False are ignored
-        guided = cfg_scale != 1.0 and bool((class_B != self.no_class).any())  # all-"no class" needs no guidance
-        class_2B = torch.cat([class_B, torch.full_like(class_B, self.no_class)])
+        classes, guided = self.guided_classes(class_B, cfg_scale)
 
         def denoise(tokens_BL, t_B):
             if not guided:
-                return self(tokens_BL, class_B, t_B).float()
-            cond, uncond = self(torch.cat([tokens_BL, tokens_BL]), class_2B, torch.cat([t_B, t_B])).float().chunk(2)
-            return uncond + cfg_scale * (cond - uncond)
+                return self(tokens_BL, classes, t_B).float()
+            return guide(self(torch.cat([tokens_BL, tokens_BL]), classes, torch.cat([t_B, t_B])).float(), cfg_scale)
 
         run = self._sample_mask if self.cfg.noise == "mask" else self._sample_uniform
         process = []

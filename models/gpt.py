@@ -9,11 +9,12 @@ and one output head of K*V logits of which position s reads only the V of its ow
 Positions: learned row, column and codebook embeddings, summed, so the model knows where a token sits in the grid
 and which codebook it comes from.
 """
-import math
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from config import GPTConfig
+from models.prior import Prior, guide, register, sample_from_logits
+from models.transformer import Block, init_gpt2_weights, register_raster_positions
 
 
 def grid_to_sequence(idx_BHWK):
@@ -26,86 +27,14 @@ def sequence_to_grid(tokens_BL, grid_shape):
     return tokens_BL.reshape(tokens_BL.shape[0], H, W, K)
 
 
-def register_raster_positions(module, grid_shape):
-    """Buffers row_L, col_L, book_L: the row, column and codebook of each position s (0..L-1) of the sequence."""
-    H, W, K = grid_shape
-    pos = torch.arange(H * W * K)
-    module.register_buffer("row_L", pos // (W * K), persistent=False)
-    module.register_buffer("col_L", (pos // K) % W, persistent=False)
-    module.register_buffer("book_L", pos % K, persistent=False)
-
-
-def _init_linear_and_embedding(module):
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
-
-
-def init_gpt2_weights(model, n_layer):
-    """GPT-2's init: N(0, 0.02) weights and zero biases, residual projections scaled down by depth."""
-    model.apply(_init_linear_and_embedding)
-    for name, p in model.named_parameters():
-        if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
-            nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer))
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention through SDPA, with an optional key/value cache.
-
-    causal=True: the raster GPT (token s sees tokens <= s). causal=False: every query sees every key it is given,
-    unless the caller passes `attn_mask` (VAR's block-causal mask); the bidirectional diffusion prior passes none."""
-
-    def __init__(self, d_model, n_head, dropout, causal=True):
-        super().__init__()
-        self.n_head, self.dropout, self.causal = n_head, dropout, causal
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
-
-    def forward(self, x_BTD, cache=None, start=0, attn_mask=None):
-        """cache: a dict holding this layer's key/value buffers (made on first use, in the keys' dtype, which under
-        autocast is the autocast dtype); this chunk's keys/values go to slots [start, start+T), attention reads
-        slots [0, start+T)."""
-        B, T, D = x_BTD.shape
-        q, k, v = self.qkv(x_BTD).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
-        if cache is not None:
-            if "k" not in cache:
-                shape = (B, self.n_head, cache["max_len"], D // self.n_head)
-                cache["k"], cache["v"] = k.new_empty(shape), v.new_empty(shape)
-            cache["k"][:, :, start:start + T] = k
-            cache["v"][:, :, start:start + T] = v
-            k, v = cache["k"][:, :, :start + T], cache["v"][:, :, :start + T]
-        if not self.causal:
-            mask, causal = attn_mask, False
-        elif T == 1:  # one new token sees everything before it: no mask needed
-            mask, causal = None, False
-        elif start == 0:
-            mask, causal = None, True
-        else:  # a chunk appended after cached tokens: query i sees keys up to start + i
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x_BTD.device).tril(diagonal=start)
-            causal = False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, T, D))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, d_model, n_head, mlp_ratio, dropout, causal=True):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, n_head, dropout, causal)
-        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
-                                 nn.Linear(mlp_ratio * d_model, d_model), nn.Dropout(dropout))
-
-    def forward(self, x, cache=None, start=0):
-        x = x + self.attn(self.ln1(x), cache, start)
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
+@register
+class GPT(Prior):
     kind = "gpt"
+    config_class = GPTConfig
+    results_folder = "transformer"  # the first prior of the repo kept its folder and file names
+    output_prefix = ""              # (its grids are temperature_*.png, not gpt_temperature_*.png)
+    kv_cache = True
+    edits = ("complete",)  # it never sees tokens after the one it draws, so it can only continue a prefix
 
     def __init__(self, cfg, grid_shape, codebook_size):
         super().__init__()
@@ -124,8 +53,8 @@ class GPT(nn.Module):
         init_gpt2_weights(self, cfg.n_layer)
 
     @property
-    def no_class(self):
-        return self.cfg.num_classes
+    def title(self):
+        return "GPT (raster)"
 
     # --- embedding and heads ----------------------------------------------------------------------------------
     def _embed_tokens(self, tokens_BT, start):
@@ -156,8 +85,7 @@ class GPT(nn.Module):
         return self._logits(self._run(x), 0)
 
     def loss(self, tokens_BL, class_B):
-        logits_BLV = self.forward(tokens_BL, class_B)
-        return F.cross_entropy(logits_BLV.float().reshape(-1, self.V), tokens_BL.reshape(-1))
+        return self.cross_entropy(self.forward(tokens_BL, class_B), tokens_BL)
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def forward_passes(self, steps=None):
@@ -182,19 +110,14 @@ class GPT(nn.Module):
         h = self._run(x, caches, start)
         return self._logits(h[:, -1:], start + x.shape[1] - 1)[:, 0]
 
-    @torch.no_grad()
-    def sample(self, class_B, temperature=1.0, top_k=0, cfg_scale=1.0, prefix_BT=None, use_cache=True,
-               generator=None, **unused):
-        """Draw token sequences tokens_BL for the given classes (use `no_class` for unconditional).
-
-        prefix_BT: optional first tokens to keep (completion). cfg_scale != 1 mixes conditional and unconditional
-        logits (classifier-free guidance): uncond + s * (cond - uncond).
-        """
+    def _sample(self, class_B, temperature, top_k, cfg_scale, generator, use_cache=True, known_BL=None,
+                known_mask_BL=None):
+        """Token by token in raster order. known_mask_BL must keep a prefix (the `complete` edit): those tokens are
+        fed as the prompt, the rest is drawn."""
         B, device = class_B.shape[0], class_B.device
-        tokens = (prefix_BT if prefix_BT is not None else torch.empty(B, 0, dtype=torch.long, device=device)).long()
-        guided = cfg_scale != 1.0 and bool((class_B != self.no_class).any())  # all-"no class" needs no guidance
-        if guided:  # run the unconditional copy in the same batch
-            class_B = torch.cat([class_B, torch.full_like(class_B, self.no_class)])
+        tokens = self._prefix(known_BL, known_mask_BL) if known_BL is not None else \
+            torch.empty(B, 0, dtype=torch.long, device=device)
+        class_B, guided = self.guided_classes(class_B, cfg_scale)  # the unconditional copy runs in the same batch
         caches = self.new_cache() if use_cache else None
         fed = 0  # input slots already in the cache
         while tokens.shape[1] < self.L:
@@ -207,21 +130,15 @@ class GPT(nn.Module):
                 logits_BV = self.step_logits(class_B, both, None, 0)
             logits_BV = logits_BV.float()
             if guided:
-                cond, uncond = logits_BV.chunk(2)
-                logits_BV = uncond + cfg_scale * (cond - uncond)
+                logits_BV = guide(logits_BV, cfg_scale)
             next_B = sample_from_logits(logits_BV, temperature, top_k, generator)
             tokens = torch.cat([tokens, next_B[:, None]], dim=1)
         return tokens
 
-
-def filtered_probs(logits_V, temperature=1.0, top_k=0):
-    """Softmax of logits / temperature over the last dim, restricted to the top_k codes when top_k > 0."""
-    logits_V = logits_V / temperature
-    if top_k and top_k < logits_V.shape[-1]:
-        kth = torch.topk(logits_V, top_k, dim=-1).values[..., -1:]
-        logits_V = logits_V.masked_fill(logits_V < kth, float("-inf"))
-    return torch.softmax(logits_V, dim=-1)
-
-
-def sample_from_logits(logits_BV, temperature=1.0, top_k=0, generator=None):
-    return torch.multinomial(filtered_probs(logits_BV, temperature, top_k), 1, generator=generator)[:, 0]
+    @staticmethod
+    def _prefix(known_BL, known_mask_BL):
+        """The kept tokens, which must be the same first T positions of every sequence."""
+        T = int(known_mask_BL.all(0).long().cumprod(0).sum())
+        if known_mask_BL[:, T:].any():
+            raise ValueError("the raster GPT can only keep a prefix of the sequence (the complete edit)")
+        return known_BL[:, :T].long()

@@ -18,10 +18,11 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from models.gpt import SelfAttention, sample_from_logits
+from config import VARConfig
+from models.prior import Prior, guide, register, sample_from_logits
 from models.quantizer import MultiScaleResidualQuantizer, split_scales
+from models.transformer import SelfAttention, mlp
 
 
 def modulate(x_BTD, shift_BD, scale_BD):
@@ -36,8 +37,7 @@ class AdaLNBlock(nn.Module):
         self.ln1 = nn.LayerNorm(d_model, elementwise_affine=False)
         self.ln2 = nn.LayerNorm(d_model, elementwise_affine=False)
         self.attn = SelfAttention(d_model, n_head, dropout, causal=False)  # the mask comes from the caller
-        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
-                                 nn.Linear(mlp_ratio * d_model, d_model), nn.Dropout(dropout))
+        self.mlp = mlp(d_model, mlp_ratio, dropout)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 6 * d_model))
 
     def forward(self, x_BTD, cond_BD, attn_mask=None, cache=None, start=0):
@@ -46,8 +46,13 @@ class AdaLNBlock(nn.Module):
         return x_BTD + gate2[:, None] * self.mlp(modulate(self.ln2(x_BTD), shift2, scale2))
 
 
-class VAR(nn.Module):
+@register
+class VAR(Prior):
     kind = "var"
+    config_class = VARConfig
+    multiscale_tokenizer = True
+    kv_cache = True
+    edits = ("inpaint", "outpaint", "complete")
 
     def __init__(self, cfg, scales, codebook_size, code_dim, phi_ratio=0.5):
         super().__init__()
@@ -87,16 +92,17 @@ class VAR(nn.Module):
             nn.init.normal_(block.attn.proj.weight, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
 
     @classmethod
-    def from_tokenizer(cls, cfg, vqvae):
-        """A VAR for a trained multi-scale VQ-VAE, holding a frozen copy of its quantizer."""
-        q = vqvae.quantizer
-        model = cls(cfg, q.scales, q.V, q.D, q.phi_ratio)
-        model.tokenizer.load_state_dict(q.state_dict())
-        return model.to(q.codebook.codebook_KVD.device)
+    def tokenizer_args(cls, tokens):
+        return {"scales": tuple(tokens["scales"]), "codebook_size": tokens["codebook_size"],
+                "code_dim": tokens["code_dim"], "phi_ratio": tokens["phi_ratio"]}
+
+    def adopt(self, vqvae):
+        """A frozen copy of the trained multi-scale quantizer (shared codebook + phi convs)."""
+        self.tokenizer.load_state_dict(vqvae.quantizer.state_dict())
 
     @property
-    def no_class(self):
-        return self.cfg.num_classes
+    def title(self):
+        return "VAR (next-scale)"
 
     def train(self, mode=True):  # the frozen tokenizer copy never trains
         super().train(mode)
@@ -140,16 +146,14 @@ class VAR(nn.Module):
         return self._run(x_BTD, cond_BD, self.mask_LL[:T, :T])
 
     def loss(self, tokens_BL, class_B):
-        logits_BLV = self.forward(tokens_BL, class_B)
-        return F.cross_entropy(logits_BLV.float().reshape(-1, self.V), tokens_BL.reshape(-1))
+        return self.cross_entropy(self.forward(tokens_BL, class_B), tokens_BL)
 
     def forward_passes(self, steps=None):
         return len(self.scales)
 
     # --- sampling -----------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self, class_B, temperature=1.0, top_k=0, cfg_scale=1.0, generator=None, use_cache=True,
-               known_BL=None, known_mask_BL=None, **unused):
+    def _sample(self, class_B, temperature, top_k, cfg_scale, generator, use_cache=True, known_BL=None,
+                known_mask_BL=None):
         """Draw tokens_BL scale by scale: K forward steps, one per scale, with a KV cache across scales.
 
         cfg_scale != 1: classifier-free guidance, uncond + s * (cond - uncond), the unconditional copy in the same
@@ -157,8 +161,7 @@ class VAR(nn.Module):
         scale (VAR's in/outpainting), the rest is drawn.
         """
         B = class_B.shape[0]
-        guided = cfg_scale != 1.0 and bool((class_B != self.no_class).any())
-        classes = torch.cat([class_B, torch.full_like(class_B, self.no_class)]) if guided else class_B
+        classes, guided = self.guided_classes(class_B, cfg_scale)
         cond_BD = self.class_emb(classes)
         caches = [{"max_len": self.L} for _ in self.blocks] if use_cache else None
         idx_list, f_hat, start = [], 0, 0
@@ -174,8 +177,7 @@ class VAR(nn.Module):
                 logits = self._run(x, cond_BD, self.mask_LL[:start + n, :start + n])[:, start:]
             logits = logits.float()
             if guided:
-                cond, uncond = logits.chunk(2)
-                logits = uncond + cfg_scale * (cond - uncond)
+                logits = guide(logits, cfg_scale)
             idx_Bn = sample_from_logits(logits.reshape(B * n, self.V), temperature, top_k, generator).view(B, n)
             if known_BL is not None:
                 keep = known_mask_BL[:, start:start + n]

@@ -107,6 +107,12 @@ class VQVAE(nn.Module):
         H, W, K = self.grid_shape
         return H * W * K
 
+    def token_info(self):
+        """What a prior needs to know of this tokenizer's sequence (stored in every prior checkpoint)."""
+        c = self.cfg
+        return {"grid_shape": list(self.grid_shape), "codebook_size": c.codebook_size, "scales": list(c.scales),
+                "code_dim": c.code_dim, "phi_ratio": c.phi_ratio}
+
     def to_sequence(self, idx):
         """idx_BHWK (or the multi-scale list of idx_Bss) -> tokens_BL."""
         if self.multiscale:
@@ -132,6 +138,13 @@ class VQVAE(nn.Module):
         z_BCHW = self.encoder(x_B1HW)
         q_BCHW, idx_BHWK, commitment, perplexity_K = self.quantizer(z_BCHW)
         return self.decoder(q_BCHW), idx_BHWK, commitment, perplexity_K
+
+    def loss(self, x_B1HW):
+        """The training objective: reconstruction MSE + commitment_weight * commitment loss (the codebooks learn by
+        EMA, not by gradient). Returns (loss, {'mse', 'perplexity_K'})."""
+        recon, _, commitment, perplexity_K = self(x_B1HW)
+        mse = F.mse_loss(recon.float(), x_B1HW)
+        return mse + self.cfg.commitment_weight * commitment, {"mse": mse, "perplexity_K": perplexity_K}
 
     @torch.no_grad()
     def encode(self, x_B1HW):

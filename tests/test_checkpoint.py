@@ -155,9 +155,8 @@ def test_failed_atomic_save_keeps_the_old_file_and_no_temp(tmp_path):
 
 def prior_ckpt(model, vqvae):
     """A prior checkpoint as transformer_train.py writes it (kind, config, weights, the tokenizer's token info)."""
-    from checkpoint import prior_token_info
     return {"kind": model.kind, "config": config.to_dict(model.cfg), "model": model.state_dict(), "epoch": 1,
-            **prior_token_info(vqvae), "tokenizer_id": tokenizer_fingerprint(vqvae)}
+            **vqvae.token_info(), "tokenizer_id": tokenizer_fingerprint(vqvae)}
 
 
 @pytest.fixture
@@ -169,7 +168,7 @@ def saved_var(tmp_path):
     vqvae.train()(torch.rand(8, 1, 28, 28) * 2 - 1)
     vqvae.eval()
     torch.manual_seed(1)
-    prior = VAR.from_tokenizer(cfg.var, vqvae).eval()
+    prior = VAR.from_tokenizer(cfg.var, vqvae.token_info(), vqvae).eval()
     with torch.no_grad():  # adaLN-Zero starts as the identity; give the blocks something to carry over
         for name, p in prior.named_parameters():
             if ".ada." in name or name.startswith("ada_f"):
@@ -245,15 +244,18 @@ def test_load_pair_finds_the_single_scale_tokenizer_beside_a_diffusion_prior(sav
 
 
 def test_prior_and_tokenizer_paths(tmp_path):
-    from checkpoint import prior_name, prior_path, tokenizer_path
+    from checkpoint import prior_path, tokenizer_path
+    from models.prior import prior_class
     cfg = config.build_config("tiny", [f"checkpoint_dir={tmp_path}"])
     assert prior_path(cfg, "var") == os.path.join(str(tmp_path), "var.pt")
     assert prior_path(cfg, "gpt") == os.path.join(str(tmp_path), "gpt.pt")
-    assert prior_name(cfg, "diffusion") == "diffusion" and prior_path(cfg, "diffusion").endswith("diffusion.pt")
+    diffusion = prior_class("diffusion")
+    assert diffusion.checkpoint_name(cfg.diffusion) == "diffusion" and prior_path(cfg, "diffusion").endswith("diffusion.pt")
     uniform = config.build_config("tiny", [f"checkpoint_dir={tmp_path}", "diffusion.noise=uniform"])
-    assert prior_name(uniform, "diffusion") == "diffusion_uniform"
+    assert diffusion.checkpoint_name(uniform.diffusion) == "diffusion_uniform"
     assert prior_path(uniform, "diffusion") == os.path.join(str(tmp_path), "diffusion_uniform.pt")
-    assert prior_name(uniform, "var") == "var" and prior_name(uniform, "gpt") == "gpt"
+    assert prior_class("var").checkpoint_name(uniform.var) == "var"
+    assert prior_class("gpt").checkpoint_name(uniform.gpt) == "gpt"
     assert prior_path(cfg, "/some/where/my_prior.pt") == "/some/where/my_prior.pt"  # a path is taken as it is
     assert tokenizer_path(cfg) == os.path.join(str(tmp_path), "vqvae.pt")
     assert tokenizer_path(cfg, multiscale=True) == os.path.join(str(tmp_path), "vqvae_multiscale.pt")

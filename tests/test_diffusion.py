@@ -222,10 +222,14 @@ def test_inpainting_never_changes_kept_tokens(noise):
         assert len(process) <= model.cfg.steps
 
 
-def test_prefix_is_kept_as_in_the_gpt():
+def test_a_known_prefix_is_kept_as_in_the_gpt():
     model = tiny_diffusion("mask", grid_shape=(2, 3, 2))
     prefix = torch.tensor([[3, 1, 4, 1, 5], [2, 7, 1, 6, 2]])
-    out = model.sample(torch.tensor([1, 7]), prefix_BT=prefix, use_cache=True,
+    known = torch.zeros(2, model.L, dtype=torch.long)
+    known[:, :5] = prefix
+    keep = torch.zeros(2, model.L, dtype=torch.bool)
+    keep[:, :5] = True
+    out = model.sample(torch.tensor([1, 7]), known_BL=known, known_mask_BL=keep, use_cache=True,
                        generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, model.L) and torch.equal(out[:, :5], prefix)
 

@@ -192,9 +192,9 @@ def test_gpt_completion_keeps_the_first_tokens(monkeypatch, tiny_gpt, single_sca
     check_grid(grid, columns, vqvae, test_digits, "complete")
     assert len(calls) == 1
     real = vqvae.encode_sequence(data.to_model_range(test_digits[0])).repeat_interleave(SAMPLES, 0)
-    prefix = calls[0]["kwargs"]["prefix_BT"]
-    assert prefix.shape == (N_IMAGES * SAMPLES, 8)  # the top two rows of the 4x4 grid
-    assert torch.equal(prefix, real[:, :8])
+    known, keep = calls[0]["kwargs"]["known_BL"], calls[0]["kwargs"]["known_mask_BL"]
+    assert keep.shape == (N_IMAGES * SAMPLES, 16) and keep[:, :8].all() and not keep[:, 8:].any()  # top two rows
+    assert torch.equal(known[:, :8], real[:, :8])
     tokens = calls[0]["tokens"]
     assert torch.equal(tokens[:, :8], real[:, :8])
     assert not torch.equal(tokens[:, 8:], real[:, 8:])  # the bottom half is drawn
@@ -221,7 +221,7 @@ def tiny_prior(kind, single_scale, multi_scale):
     if kind == "var":
         vqvae, cfg = multi_scale
         torch.manual_seed(1)
-        return VAR.from_tokenizer(cfg.var, vqvae).eval(), vqvae
+        return VAR.from_tokenizer(cfg.var, vqvae.token_info(), vqvae).eval(), vqvae
     vqvae, cfg = single_scale
     noise = kind.split("_")[1]
     dcfg = config.build_config("tiny", [f"diffusion.noise={noise}"]).diffusion
@@ -276,9 +276,10 @@ def test_edit_images_is_reproducible_with_the_same_seed(single_scale, multi_scal
 def test_draw_images_with_each_prior(kind, single_scale, multi_scale):
     prior, vqvae = tiny_prior(kind, single_scale, multi_scale)
     classes = torch.arange(7) % 10
-    images = generator.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=3)
+    steps = 3 if prior.sampling_steps else None  # steps given to a prior without them is an error
+    images = generator.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=steps)
     assert images.shape == (7, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
-    again = generator.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=3,
+    again = generator.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=steps,
                                   use_cache=False)
     assert torch.equal(images, again)  # same seed; VAR with and without its KV cache, diffusion ignores the flag
     assert math.isfinite(images.sum().item())

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import config
-from models.gpt import GPT, grid_to_sequence, sample_from_logits, sequence_to_grid
+from models.gpt import GPT, grid_to_sequence, sequence_to_grid
+from models.prior import sample_from_logits
 
 V = 8
 
@@ -137,12 +138,23 @@ def test_sampled_tokens_are_in_range_and_depend_on_the_seed():
     assert not torch.equal(a, b)
 
 
+def keep_prefix(model, prefix_BT):
+    """known_BL / known_mask_BL that keep the first T tokens (the complete edit)."""
+    B, T = prefix_BT.shape
+    known = torch.zeros(B, model.L, dtype=torch.long)
+    known[:, :T] = prefix_BT
+    keep = torch.zeros(B, model.L, dtype=torch.bool)
+    keep[:, :T] = True
+    return {"known_BL": known, "known_mask_BL": keep}
+
+
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_sample_keeps_the_prefix(use_cache):
     model = tiny_gpt((2, 3, 2))
     classes = torch.tensor([1, 7])
     prefix = torch.tensor([[3, 1, 4, 1, 5], [2, 7, 1, 6, 2]])
-    out = model.sample(classes, prefix_BT=prefix, use_cache=use_cache, generator=torch.Generator().manual_seed(0))
+    out = model.sample(classes, **keep_prefix(model, prefix), use_cache=use_cache,
+                       generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, model.L)
     assert torch.equal(out[:, :5], prefix)
 
@@ -151,8 +163,8 @@ def test_prefix_completion_with_and_without_cache_agree():
     model = tiny_gpt((2, 3, 2))
     classes = torch.tensor([1, 7])
     prefix = torch.tensor([[3, 1, 4], [2, 7, 1]])
-    a = model.sample(classes, prefix_BT=prefix, use_cache=True, generator=torch.Generator().manual_seed(3))
-    b = model.sample(classes, prefix_BT=prefix, use_cache=False, generator=torch.Generator().manual_seed(3))
+    a = model.sample(classes, **keep_prefix(model, prefix), use_cache=True, generator=torch.Generator().manual_seed(3))
+    b = model.sample(classes, **keep_prefix(model, prefix), use_cache=False, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 

@@ -338,7 +338,7 @@ def test_edited_tokens_are_drawn_given_the_kept_ones():
 
 def test_from_tokenizer_copies_the_quantizer_and_freezes_it(trained_tokenizer):
     cfg = config.build_config("tiny_var").var
-    model = VAR.from_tokenizer(cfg, trained_tokenizer)
+    model = VAR.from_tokenizer(cfg, trained_tokenizer.token_info(), trained_tokenizer)
     assert model.scales == (1, 2, 3, 4) and model.L == 30 and model.V == 32 and model.code_dim == 4
     reference = trained_tokenizer.quantizer.state_dict()
     state = model.tokenizer.state_dict()
@@ -354,7 +354,7 @@ def test_from_tokenizer_copies_the_quantizer_and_freezes_it(trained_tokenizer):
 def test_a_training_step_leaves_the_tokenizer_copy_unchanged(trained_tokenizer, mnist_x):
     from transformer_train import make_optimizer
     cfg = config.build_config("tiny_var")
-    model = VAR.from_tokenizer(cfg.var, trained_tokenizer)
+    model = VAR.from_tokenizer(cfg.var, trained_tokenizer.token_info(), trained_tokenizer)
     model.train()
     assert model.training and model.blocks[0].training and not model.tokenizer.training
     assert not model.tokenizer.phis[0].training
