@@ -55,7 +55,7 @@ def sampling_speed(prior, vqvae, device, dtype, batch_sizes, repeats, cfg_scale=
     for batch in batch_sizes:
         row = {"batch": batch}
         for use_cache in (True, False):
-            classes = torch.arange(batch) % 10
+            classes = torch.arange(batch) % prior.cfg.num_classes
             median, (lo, hi) = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, cfg_scale=cfg_scale,
                                                          batch_size=batch, use_cache=use_cache), repeats)
             key = "kv" if use_cache else "no_kv"
@@ -106,14 +106,14 @@ def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_v
 
 
 def temperature_sweep(prior, vqvae, cfg, device, dtype, temperatures, n):
-    classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device)
+    classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device, cfg.data.dataset)
     test_images, _ = data.load_split(cfg.data, train=False)
     _, reference = evaluate.classify(classifier, test_images, device)
     rows = []
     for temperature in temperatures:
         classes, labels = class_ids(n, prior, unconditional=False)
         images = data.to_uint8(draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k,
-                                           cfg.sample.cfg_scale, cfg.sample.batch_size, cfg.seed))[:, 0]
+                                           cfg.sample.cfg_scale, cfg.sample.batch_size, cfg.seed))
         scores = evaluate.score(classifier, images, labels, reference, device)
         rows.append({"temperature": temperature, **scores})
         print(f"T={temperature:.2f}: FID {scores['fid']:.2f}  precision {scores['precision']:.3f}  "
@@ -156,7 +156,7 @@ def load_priors(cfg, device):
     for path in paths:
         if path != gpt_path and load_file(path).get("kind") not in registered():
             continue  # a tokenizer, the classifier, ...
-        prior, vqvae, ckpt = load_pair(path, None, device)
+        prior, vqvae, ckpt = load_pair(path, None, device, dataset=cfg.data.dataset)
         found.append({"label": prior.title, "name": prior.name, "prior": prior, "vqvae": vqvae, "ckpt": ckpt,
                       "vqvae_path": tokenizer_beside(path, ckpt)})
     order = list(config.PRIORS)
@@ -174,7 +174,7 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
     images = draw_images(prior, vqvae, classes, device, dtype, 1.0, cfg.sample.top_k, cfg.sample.cfg_scale,
                          cfg.sample.batch_size, cfg.seed, steps=steps, progress=True)
     seconds = time.perf_counter() - t0
-    scores = evaluate.score(classifier, data.to_uint8(images)[:, 0], labels, reference, device)
+    scores = evaluate.score(classifier, data.to_uint8(images), labels, reference, device)
     row = {**scores, "images_per_s": n / seconds, "forward_passes": prior.forward_passes(steps), "steps": steps}
     print(f"{entry['label']}{'' if steps is None else f', {steps} steps'}: FID {row['fid']:.2f}  accuracy "
           f"{row['accuracy']:.3f}  {row['images_per_s']:.0f} images/s  {row['forward_passes']} forward passes")
@@ -184,11 +184,11 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
 def compare_priors(entries, cfg, device, dtype, n):
     """Quality of every prior (and of each tokenizer's reconstructions), plus the priors with reverse steps at
     several step counts."""
-    classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device)
+    classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device, cfg.data.dataset)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     train_images, train_labels = data.load_split(cfg.data, train=True)
     _, reference = evaluate.classify(classifier, test_images, device)
-    references = {"real train digits (floor)": evaluate.score(classifier, train_images[:n], train_labels[:n],
+    references = {"real train images (floor)": evaluate.score(classifier, train_images[:n], train_labels[:n],
                                                               reference, device)}
     for entry in entries:
         label = f"{'multi-scale' if entry['vqvae'].multiscale else 'single-scale'} VQ-VAE recon of test (ceiling)"
@@ -232,7 +232,7 @@ def run(cfg, args, argv):
     dtype = devices.amp_dtype(device, cfg.amp)
     entries = load_priors(cfg, device)
     if args.sweep or args.report:  # fail now, not after the speed runs
-        evaluate.load_classifier(default_path(cfg, "classifier"), device)
+        evaluate.load_classifier(default_path(cfg, "classifier"), device, cfg.data.dataset)
     machine = describe_machine(device, dtype)
     print(machine)
 
@@ -348,21 +348,20 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
                   for label, by_scale in sampling.items() for scale, rows in by_scale.items() for r in rows]
     best = min(sweep, key=lambda r: r["fid"])
     guidance = cfg.sample.cfg_scale
-    text = f"""# Results
-
-Produced by `python benchmark.py {' '.join(argv)}` on {datetime.date.today().isoformat()} (commit {commit}).
+    spec = data.dataset(cfg.data.dataset)
+    text = f"""Produced by `python benchmark.py {' '.join(argv)}` on {datetime.date.today().isoformat()} (commit {commit}).
 Machine: {machine}.
 Every prior was trained by `transformer_train.py` with its default config; each sits on its own tokenizer (the GPT
 and the diffusion priors on the single-scale 4x4x1 VQ-VAE, VAR on the multi-scale one, both with 256 codes).
 
-## Which prior wins at which budget
+### Which prior wins at which budget
 
 Best classifier-FID among all priors and step counts whose sampler needs at most that many transformer forward
 passes per image ({n} samples, temperature 1.0, guidance {guidance}; images/s at batch {cfg.sample.batch_size}):
 
 {_table(['forward passes per image', 'best prior', 'FID', 'images/s'], budget_lines(entries))}
 
-## Training
+### Training
 
 | checkpoint | trainable parameters | epochs | wall time | final validation figure |
 |---|---|---|---|---|
@@ -371,14 +370,14 @@ passes per image ({n} samples, temperature 1.0, guidance {guidance}; images/s at
 Wall time is the sum of the training epochs as the training script measured it (evaluation and sample grids not
 included), on this machine; a busy machine inflates it, so the throughput table below is the cleaner speed figure.
 
-## Tokenizers: single-scale vs multi-scale at equal codebook size
+### Tokenizers: single-scale vs multi-scale at equal codebook size
 
 {_table(['tokenizer', 'tokens per image', 'codes', 'val MSE (pixels in [0, 1])', 'code usage (per codebook or scale)', 'perplexity', 'recon FID', 'recon class accuracy'], tok_rows)}
 
-## Quality: every prior side by side ({n} samples at temperature 1.0, guidance {guidance})
+### Quality: every prior side by side ({n} samples at temperature 1.0, guidance {guidance})
 
-Features: the penultimate layer of the repo's own MNIST classifier (`evaluate.py --train-classifier`), compared
-with the MNIST test set. Real training digits are the floor; a tokenizer's reconstructions of the test set are the
+Features: the penultimate layer of the repo's own {spec.title} classifier (`evaluate.py --train-classifier`), compared
+with the {spec.title} test set. Real training images are the floor; a tokenizer's reconstructions of the test set are the
 best any prior on that tokenizer can reach. NLL: the prior's exact negative log-likelihood of the test set's tokens
 (bits per image; the diffusion priors have no exact likelihood). Forward passes: transformer evaluations per image
 (guidance runs the unconditional copy in the same batch). images/s: these {n} samples at batch
@@ -386,14 +385,14 @@ best any prior on that tokenizer can reach. NLL: the prior's exact negative log-
 
 {_table(['set', 'n', 'FID', 'KID x1000', 'precision', 'recall', 'class accuracy', 'confidence', 'class entropy (bits)', 'NLL bits/image', 'forward passes', 'images/s'], ref_rows + prior_rows)}
 
-## Discrete diffusion: quality and speed vs reverse steps ({n} samples each, temperature 1.0, guidance {guidance})
+### Discrete diffusion: quality and speed vs reverse steps ({n} samples each, temperature 1.0, guidance {guidance})
 
 The mask process reveals at least one token per step, so with 16 tokens it never needs more than 16 forward
 passes; the uniform process runs one pass per step.
 
 {_table(['prior', 'steps', 'forward passes', 'FID', 'precision', 'recall', 'class accuracy', 'images/s'], step_rows)}
 
-## The GPT's quality vs temperature ({n} samples each, guidance {guidance})
+### The GPT's quality vs temperature ({n} samples each, guidance {guidance})
 
 {_table(['temperature', 'FID', 'precision', 'recall', 'class accuracy'], [[r['temperature'], f"{r['fid']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['accuracy']:.3f}"] for r in sweep])}
 
@@ -401,19 +400,34 @@ Best FID at temperature {best['temperature']}.
 
 ![FID, precision and recall vs temperature]({plot_path})
 
-## Sampling speed with and without the KV cache (tokens + decoding, images/s; median of runs, min-max in brackets)
+### Sampling speed with and without the KV cache (tokens + decoding, images/s; median of runs, min-max in brackets)
 
 Guidance {guidance} is generator.py's default; with guidance each image costs two sequences. The GPT draws one
 token per forward pass, VAR one whole scale.
 
 {_table(['prior', 'guidance', 'batch', 'KV cache', 'no KV cache', 'speedup'], speed_rows)}
 
-## Training speed (images/s at the configured batch sizes)
+### Training speed (images/s at the configured batch sizes)
 
 {_table(['stage', 'images/s', 'spread'], [[name, f"{r['images_per_s']:.0f}", f"{r['spread'][0]:.0f}-{r['spread'][1]:.0f}"] for name, r in train.items()])}
 """
-    with open(path, "w") as f:
-        f.write(text)
+    write_section(path, spec, text)
+
+
+def write_section(path, spec, text):
+    """Put one dataset's report into RESULTS.md between its markers, keeping the other datasets' sections."""
+    begin, end = f"<!-- {spec.name} -->", f"<!-- /{spec.name} -->"
+    section = f"{begin}\n## {spec.title}\n\n{text.strip()}\n{end}"
+    old = open(path).read() if os.path.exists(path) else "# Results\n"
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + section + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    tmp_path = f"{path}.tmp{os.getpid()}"
+    with open(tmp_path, "w") as f:
+        f.write(new)
+    os.replace(tmp_path, path)
+
 
 
 if __name__ == "__main__":

@@ -78,11 +78,26 @@ def prior_path(cfg, kind_or_path):
     return kind_or_path
 
 
-def load_vqvae(path, device="cpu"):
-    """Rebuild a VQ-VAE from its checkpoint alone: (model in eval mode, checkpoint dict)."""
+def dataset_of(ckpt):
+    """The dataset a checkpoint was trained on; checkpoints from before datasets were a parameter hold the default."""
+    return ckpt.get("dataset", config_module.DataConfig.dataset)
+
+
+def check_dataset(ckpt, path, dataset):
+    """Refuse a checkpoint of another dataset than this run's (dataset=None: any)."""
+    found = dataset_of(ckpt)
+    if dataset is not None and found != dataset:
+        raise CheckpointError(f"{path} was trained on {found}, but this run is on {dataset}; "
+                              f"run with --set data.dataset={found} (or train one for {dataset})")
+
+
+def load_vqvae(path, device="cpu", dataset=None):
+    """Rebuild a VQ-VAE from its checkpoint alone: (model in eval mode, checkpoint dict). dataset: refuse a tokenizer
+    trained on another one."""
     from models.vqvae import VQVAE
     preset = " --preset mnist_var" if "multiscale" in os.path.basename(path) else ""
     ckpt = load_checkpoint(path, "vqvae", hint=f"; train one first with: python vqvae_train.py{preset}")
+    check_dataset(ckpt, path, dataset)
     model = VQVAE(config_module.from_dict(config_module.VQVAEConfig, ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
@@ -120,12 +135,13 @@ def tokenizer_beside(prior_path, prior_ckpt):
     return os.path.join(os.path.dirname(prior_path), name)
 
 
-def load_pair(prior_path, vqvae_path=None, device="cpu"):
-    """A prior and the tokenizer it was trained on; refuses a tokenizer with other weights.
-    vqvae_path=None: the tokenizer beside the prior (tokenizer_beside)."""
+def load_pair(prior_path, vqvae_path=None, device="cpu", dataset=None):
+    """A prior and the tokenizer it was trained on; refuses a tokenizer with other weights, and either of them when
+    trained on another dataset than `dataset` (None: any). vqvae_path=None: the tokenizer beside the prior."""
     prior, prior_ckpt = load_prior(prior_path, device)
+    check_dataset(prior_ckpt, prior_path, dataset)
     vqvae_path = vqvae_path or tokenizer_beside(prior_path, prior_ckpt)
-    vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device)
+    vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset)
     if prior_ckpt["tokenizer_id"] != vqvae_ckpt["tokenizer_id"]:
         raise CheckpointError(
             f"{prior_path} was trained on tokenizer {prior_ckpt['tokenizer_id']}, but {vqvae_path} is tokenizer "

@@ -10,14 +10,13 @@ Invalid values stop the script at start with one line that says what to change.
 """
 import argparse
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 
-IMAGE_SIZE = 28  # MNIST-like datasets: 1 x 28 x 28
-
-
-def reachable_grid_sizes(image_size=IMAGE_SIZE):
-    """Token-grid sizes the encoder can reach: each stride-2 conv maps n -> ceil(n / 2) (28, 14, 7, 4, 2, 1)."""
+def reachable_grid_sizes(image_size):
+    """Token-grid sizes the encoder can reach: each stride-2 conv maps n -> ceil(n / 2) (28: 14, 7, 4, 2, 1;
+    32: 16, 8, 4, 2, 1)."""
     sizes, n = [], image_size
     while n > 1:
         n = (n + 1) // 2
@@ -27,7 +26,7 @@ def reachable_grid_sizes(image_size=IMAGE_SIZE):
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"          # the only dataset so far
+    dataset: str = "mnist"          # mnist | fashion_mnist | cifar10 (the entries of data.DATASETS)
     root: str = "data"              # where the raw files and the token cache live
     train_limit: int = 0            # use only the first N training images (0 = all); tests use a few hundred
     test_limit: int = 0             # same for the test split
@@ -39,7 +38,8 @@ class VQVAEConfig:
     num_codebooks: int = 1          # K: the latent's channels are split into K chunks, one codebook each
     codebook_size: int = 256        # V: codes per codebook
     code_dim: int = 16              # channels per chunk (so the latent has K * code_dim channels)
-    channels: tuple = (16, 32, 64)  # encoder width at 28x28, 14x14, and 7x7 and below (decoder mirrors)
+    channels: tuple = (16, 32, 64)  # encoder width at full size, half size, and quarter size and below (decoder
+                                    # mirrors): 28x28, 14x14, 7x7... for MNIST
     num_res_blocks: int = 2         # residual blocks at the latent resolution, in encoder and decoder
     ema_decay: float = 0.99         # codebooks follow an exponential moving average of their assigned vectors
     commitment_weight: float = 0.25  # beta in ||z - sg(q)||^2
@@ -48,6 +48,9 @@ class VQVAEConfig:
     # increasing side lengths ending at grid_size, e.g. (1, 2, 3, 4), quantized with one shared codebook (K = 1).
     scales: tuple = ()
     phi_ratio: float = 0.5          # VAR's phi: code map -> (1 - r) * map + r * conv3x3(map), one conv per scale
+    # These follow data.dataset (build_config fills them in; they are never set by hand):
+    image_size: int = 28            # H = W of the images
+    image_channels: int = 1         # 1 = grey, 3 = RGB
 
 
 @dataclass
@@ -69,7 +72,7 @@ class PriorConfig:
     d_model: int = 192
     mlp_ratio: int = 4
     dropout: float = 0.1
-    num_classes: int = 10          # class ids 0..9; id num_classes means "no class"
+    num_classes: int = 10          # follows data.dataset: class ids 0..num_classes-1; id num_classes = "no class"
     class_dropout: float = 0.1     # share of training sequences whose class is replaced by "no class"
 
 
@@ -212,11 +215,11 @@ def apply_override(cfg, assignment):
 def validate(cfg):
     """Raise ConfigError with a one-line message for the first invalid value."""
     v, g = cfg.vqvae, cfg.gpt
-    grids = reachable_grid_sizes()
+    grids = reachable_grid_sizes(v.image_size)
     scales_ok = (not v.scales or (min(v.scales) >= 1 and list(v.scales) == sorted(set(v.scales))
                                   and v.scales[-1] == v.grid_size))
     checks = [
-        (v.grid_size in grids, f"vqvae.grid_size={v.grid_size} cannot be reached from {IMAGE_SIZE}x{IMAGE_SIZE}; "
+        (v.grid_size in grids, f"vqvae.grid_size={v.grid_size} cannot be reached from {v.image_size}x{v.image_size}; "
                                f"choose one of {grids}"),
         (v.num_codebooks >= 1, f"vqvae.num_codebooks must be at least 1 (got {v.num_codebooks})"),
         (scales_ok, f"vqvae.scales={v.scales} must increase and end at vqvae.grid_size={v.grid_size}, e.g. (1,2,3,4)"),
@@ -242,7 +245,6 @@ def validate(cfg):
          "data.train_limit and data.test_limit must be 0 (all) or positive"),
         (cfg.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps (got {cfg.device!r})"),
         (cfg.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16 (got {cfg.amp!r})"),
-        (cfg.data.dataset == "mnist", f"data.dataset={cfg.data.dataset!r} is not supported yet; use mnist"),
     ]
     priors = prior_sections(cfg)
     for name in priors:
@@ -266,8 +268,30 @@ def validate(cfg):
     return cfg
 
 
+def follow_dataset(cfg, assignments=()):
+    """Copy the dataset's image size, channels and class count into the fields that follow it, and put its
+    checkpoints and results into their own subfolders (MNIST, the first dataset, keeps the top folders)."""
+    from data import DATASETS  # the one place that describes datasets
+    spec = DATASETS.get(cfg.data.dataset)
+    if spec is None:
+        raise ConfigError(f"unknown dataset data.dataset={cfg.data.dataset!r}; choose one of {', '.join(DATASETS)}")
+    following = {"vqvae.image_size", "vqvae.image_channels", *(f"{p}.num_classes" for p in prior_sections(cfg))}
+    for assignment in assignments:
+        name = assignment.split("=", 1)[0].strip()
+        if name in following:
+            raise ConfigError(f"{name} follows the dataset ({spec.name}: {spec.channels}x{spec.image_size}x"
+                              f"{spec.image_size}, {spec.num_classes} classes); choose data.dataset instead")
+    cfg.vqvae.image_size, cfg.vqvae.image_channels = spec.image_size, spec.channels
+    for name in prior_sections(cfg):
+        getattr(cfg, name).num_classes = spec.num_classes
+    if spec.folder:
+        cfg.checkpoint_dir = os.path.join(cfg.checkpoint_dir, spec.folder)
+        cfg.results_dir = os.path.join(cfg.results_dir, spec.folder)
+    return cfg
+
+
 def build_config(preset="mnist", overrides=(), seed=None, device=None):
-    """Defaults -> preset -> --set overrides -> explicit flags, then validation."""
+    """Defaults -> preset -> --set overrides -> explicit flags -> the dataset's fields, then validation."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     cfg = Config()
@@ -277,7 +301,7 @@ def build_config(preset="mnist", overrides=(), seed=None, device=None):
         cfg.seed = seed
     if device is not None:
         cfg.device = device
-    return validate(cfg)
+    return validate(follow_dataset(cfg, overrides))
 
 
 def make_parser(description):

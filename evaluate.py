@@ -1,22 +1,23 @@
-"""Quality figures for generated digits, computed with the repo's own MNIST classifier.
+"""Quality figures for generated images, computed with the repo's own classifier of the dataset.
 
     python evaluate.py --train-classifier                 # (re)build checkpoints/classifier.pt (~99.4% test acc.)
+    python evaluate.py --train-classifier --preset fashion_mnist   # ... checkpoints/fashion_mnist/classifier.pt
     python evaluate.py samples.npz                        # score an npz from generator.py --save
     python evaluate.py --n 10000 --temperature 1.0        # draw from checkpoints/gpt.pt + vqvae.pt, then score
     python evaluate.py --prior var                        # ... from checkpoints/var.pt + vqvae_multiscale.pt
     python evaluate.py samples.npz --prior var            # score a file; reference rows from VAR's tokenizer
     python evaluate.py samples.npz --json                 # one JSON line instead of the table
 
-Metrics, all in the classifier's 128-d penultimate feature space, against the MNIST test set:
+Metrics, all in the classifier's 128-d penultimate feature space, against the dataset's test set:
   FID   Frechet distance between Gaussian fits (Heusel et al. 2017), the classifier standing in for Inception
   KID   unbiased squared MMD with the cubic polynomial kernel (Binkowski et al. 2018), x1000, on features divided
         by the test set's RMS feature value
   precision / recall   k-NN manifold estimates, k=3 (Kynkaanniemi et al. 2019)
-  accuracy   share of samples the classifier reads as the digit they were conditioned on
+  accuracy   share of samples the classifier reads as the class they were conditioned on
   confidence, class entropy   mean max-softmax, and entropy (bits) of the predicted-class histogram (log2 10 = 3.32)
   likelihood   the prior's test-set negative log-likelihood, bits per token and bits per image (GPT and VAR, which
                give exact likelihoods; not the diffusion prior)
-Reference rows give the numbers meaning: real training digits (the floor) and VQ-VAE reconstructions of the test
+Reference rows give the numbers meaning: real training images (the floor) and VQ-VAE reconstructions of the test
 set (the best any prior on this tokenizer can do).
 """
 import json
@@ -32,10 +33,10 @@ from tqdm import tqdm
 
 import config
 import data
-from checkpoint import (CheckpointError, atomic_save, default_path, load_checkpoint, load_pair, load_vqvae, prior_path,
-                        tokenizer_path)
+from checkpoint import (CheckpointError, atomic_save, check_dataset, default_path, load_checkpoint, load_pair,
+                        load_vqvae, prior_path, tokenizer_path)
 from models import device as devices
-from models.classifier import MNISTClassifier
+from models.classifier import Classifier
 
 
 MIN_SAMPLES = 4  # precision/recall need each point's 3 nearest neighbours
@@ -104,12 +105,15 @@ def precision_recall(real, fake, k=3):
 # --- the classifier -----------------------------------------------------------------------------------------------
 
 def train_classifier(cfg, path, epochs=4, batch_size=128):
-    """Train the feature network once on MNIST train (random +-2 px shifts), report test accuracy, save atomically."""
+    """Train the feature network once on the dataset's training split (random +-2 px shifts), report test accuracy,
+    save atomically."""
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     train_images, train_labels = data.load_split(cfg.data, train=True)
     test_images, test_labels = data.load_split(cfg.data, train=False)
-    model = MNISTClassifier().to(device)
+    spec = data.dataset(cfg.data.dataset)
+    size = spec.image_size
+    model = Classifier.for_dataset(spec).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     total = epochs * math.ceil(len(train_images) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=total)
@@ -120,7 +124,7 @@ def train_classifier(cfg, path, epochs=4, batch_size=128):
                           leave=False):
             x = data.to_model_range(train_images[batch])
             shift = torch.randint(-2, 3, (2,), generator=rng).tolist()
-            x = torch.roll(F.pad(x, (2, 2, 2, 2), value=-1.0), shifts=shift, dims=(2, 3))[..., 2:30, 2:30]
+            x = torch.roll(F.pad(x, (2, 2, 2, 2), value=-1.0), shifts=shift, dims=(2, 3))[..., 2:2 + size, 2:2 + size]
             loss = F.cross_entropy(model(x.to(device))[0], train_labels[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,22 +132,26 @@ def train_classifier(cfg, path, epochs=4, batch_size=128):
             scheduler.step()
         accuracy = classify(model, test_images, device)[0].argmax(1).eq(test_labels).float().mean().item()
         print(f"classifier epoch {epoch}: test accuracy {accuracy:.4f}")
-    atomic_save({"kind": "classifier", "model": {k: v.cpu() for k, v in model.state_dict().items()},
+    atomic_save({"kind": "classifier", "dataset": spec.name, "model": {k: v.cpu() for k, v in model.state_dict().items()},
                  "test_accuracy": accuracy}, path)
     print(f"classifier: {path} (test accuracy {accuracy:.2%})")
     return model.eval()
 
 
-def load_classifier(path, device):
-    ckpt = load_checkpoint(path, "classifier", hint="; build it with: python evaluate.py --train-classifier")
-    model = MNISTClassifier()
+def load_classifier(path, device, dataset=config.DataConfig.dataset):
+    """The evaluator's classifier of a dataset (refusing one of another dataset)."""
+    spec = data.dataset(dataset)
+    preset = "" if dataset == config.DataConfig.dataset else f" --set data.dataset={dataset}"
+    ckpt = load_checkpoint(path, "classifier", hint=f"; build it with: python evaluate.py --train-classifier{preset}")
+    check_dataset(ckpt, path, dataset)
+    model = Classifier.for_dataset(spec)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
 
 
 @torch.no_grad()
 def classify(model, images_uint8, device, batch_size=1000):
-    """(softmax probabilities N x 10, features N x 128) for uint8 images."""
+    """(softmax probabilities N x classes, features N x 128) for uint8 images N x C x H x W."""
     model.eval()
     probs, feats = [], []
     for i in range(0, len(images_uint8), batch_size):
@@ -155,8 +163,9 @@ def classify(model, images_uint8, device, batch_size=1000):
 
 # --- reports ------------------------------------------------------------------------------------------------------
 
-def read_samples(path):
-    """images (uint8 N x 1 x 28 x 28) and labels (int64 N) from a generator.py --save file, checked."""
+def read_samples(path, image_shape=(1, 28, 28)):
+    """images (uint8 N x C x H x W, as the dataset's image_shape) and labels (int64 N) from a generator.py --save
+    file, checked."""
     if not os.path.exists(path):
         raise SampleFileError(f"no sample file at {path}; make one with: python generator.py --n 10000 --save {path}")
     try:
@@ -169,8 +178,8 @@ def read_samples(path):
     if missing:
         raise SampleFileError(f"{path} lacks the array(s) {', '.join(sorted(missing))}; expected images and labels")
     images, labels = arrays["images"], arrays["labels"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (1, 28, 28):
-        raise SampleFileError(f"{path}: images must be uint8 of shape N x 1 x 28 x 28 (got {images.dtype} "
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != tuple(image_shape):
+        raise SampleFileError(f"{path}: images must be uint8 of shape N x {' x '.join(map(str, image_shape))} (got {images.dtype} "
                               f"{images.shape})")
     if labels.dtype != np.int64 or labels.shape != (len(images),):
         raise SampleFileError(f"{path}: labels must be int64 of shape ({len(images)},) (got {labels.dtype} "
@@ -178,14 +187,14 @@ def read_samples(path):
     if len(images) < MIN_SAMPLES:
         raise SampleFileError(f"{path} holds {len(images)} samples; scoring needs at least {MIN_SAMPLES} (k=3 nearest "
                               f"neighbours); make more with: python generator.py --n 10000 --save {path}")
-    return torch.from_numpy(images[:, 0]), torch.from_numpy(labels)
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def score(classifier, images_uint8, labels, reference_feats, device):
     """All metrics of one image set against the reference (test-set) features."""
     probs, feats = classify(classifier, images_uint8, device)
     predicted = probs.argmax(1)
-    hist = torch.bincount(predicted, minlength=10).float() / len(predicted)
+    hist = torch.bincount(predicted, minlength=probs.shape[1]).float() / len(predicted)
     conditioned = labels >= 0
     precision, recall = precision_recall(reference_feats, feats)
     # The cubic kernel assumes features of order one (as Inception's are); ours are unbounded ReLU activations, so
@@ -206,7 +215,7 @@ def score(classifier, images_uint8, labels, reference_feats, device):
 @torch.no_grad()
 def reconstructions(vqvae, images_uint8, device, batch_size=1000):
     out = [data.to_uint8(vqvae.decode(vqvae.encode(data.to_model_range(images_uint8[i:i + batch_size]).to(device)))
-                         ).cpu()[:, 0] for i in range(0, len(images_uint8), batch_size)]
+                         ).cpu() for i in range(0, len(images_uint8), batch_size)]
     return torch.cat(out)
 
 
@@ -234,7 +243,7 @@ def print_table(rows):
 
 
 def main(argv=None):
-    parser = config.make_parser("Score generated digits with the repo's MNIST classifier.")
+    parser = config.make_parser("Score generated images with the repo's classifier of the dataset.")
     parser.add_argument("samples", nargs="?", help="npz from generator.py --save (omit to draw from checkpoints)")
     parser.add_argument("--train-classifier", action="store_true", help="(re)train checkpoints/classifier.pt")
     parser.add_argument("--n", type=int, default=10_000, help="samples to draw when no npz is given")
@@ -270,19 +279,20 @@ def evaluate(cfg, args):
         train_classifier(cfg, classifier_path)
         if not args.samples:
             return None
-    samples = read_samples(args.samples) if args.samples else None  # a bad file is reported before any work
-    classifier = load_classifier(classifier_path, device)
+    spec = data.dataset(cfg.data.dataset)
+    samples = read_samples(args.samples, spec.image_shape) if args.samples else None  # checked before any work
+    classifier = load_classifier(classifier_path, device, spec.name)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     _, test_feats = classify(classifier, test_images, device)
     path = prior_path(cfg, args.prior or "gpt")
     rows, info = {}, {"device": str(device)}
     prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
     if samples is None or os.path.exists(path):
-        prior, vqvae, _ = load_pair(path, args.vqvae, device)
+        prior, vqvae, _ = load_pair(path, args.vqvae, device, dataset=spec.name)
         if prior.exact_likelihood:
             info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
     elif os.path.exists(args.vqvae or tokenizer_path(cfg, multiscale=False)):  # reference rows without a prior
-        vqvae, _ = load_vqvae(args.vqvae or tokenizer_path(cfg, multiscale=False), device)
+        vqvae, _ = load_vqvae(args.vqvae or tokenizer_path(cfg, multiscale=False), device, dataset=spec.name)
     if samples is not None:
         images, labels = samples
         name = os.path.basename(args.samples)
@@ -294,7 +304,7 @@ def evaluate(cfg, args):
         t0 = time.time()
         images = data.to_uint8(draw_images(prior, vqvae, classes, device, devices.amp_dtype(device, cfg.amp),
                                            temperature, cfg.sample.top_k, cfg_scale, cfg.sample.batch_size,
-                                           cfg.seed, steps=getattr(args, "steps", None), progress=True))[:, 0]
+                                           cfg.seed, steps=getattr(args, "steps", None), progress=True))
         info["sampling_images_per_s"] = args.n / (time.time() - t0)
         name = f"samples (T={temperature})"
     n = len(images)

@@ -1,4 +1,4 @@
-"""Draw digits from trained checkpoints: any prior (raster GPT, VAR, discrete diffusion) and its tokenizer.
+"""Draw images from trained checkpoints: any prior (raster GPT, VAR, discrete diffusion) and its tokenizer.
 
     python generator.py                                   # temperature sweep grids from checkpoints/gpt.pt
     python generator.py --prior var                       # ... from checkpoints/var.pt (a kind or a path)
@@ -6,14 +6,15 @@
     python generator.py --temperature 0.75 --top-k 50     # one grid
     python generator.py --n 10000 --save samples.npz      # N samples for evaluation (classes cycle 0..9)
     python generator.py --unconditional                   # ignore classes ("no class" token)
-    python generator.py --prior var --edit inpaint        # zero-shot editing of real test digits
+    python generator.py --prior var --edit inpaint        # zero-shot editing of real test images
+    python generator.py --preset fashion_mnist            # from checkpoints/fashion_mnist/gpt.pt
     python generator.py --prior diffusion --show-process  # the reverse process as a strip and a GIF
 
 The prior's kind is read from its checkpoint; the tokenizer defaults to the one beside it (vqvae.pt, or
-vqvae_multiscale.pt for VAR). The npz holds `images` (uint8, N x 1 x 28 x 28, 0 = black) and `labels` (int64, the
-digit each sample was conditioned on, or -1 when unconditional).
+vqvae_multiscale.pt for VAR). Grid rows are named by class. The npz holds `images` (uint8, N x C x H x W, 0 = black)
+and `labels` (int64, the class each sample was conditioned on, or -1 when unconditional).
 
-Editing (`--edit`), on the first test digits, conditioned on their true class: `inpaint` re-draws the centre of the
+Editing (`--edit`), on the first test images, conditioned on their true class: `inpaint` re-draws the centre of the
 token grid, `outpaint` keeps the centre and re-draws the border, `complete` keeps the top half of the rows. The
 raster GPT can only `complete` (it cannot look at tokens after the one it draws); VAR teacher-forces the kept tokens
 at every scale; diffusion starts with only the re-drawn tokens corrupted. Each grid row: original, masked, results.
@@ -39,7 +40,7 @@ EDITS = ("inpaint", "outpaint", "complete")
 @torch.no_grad()
 def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0, cfg_scale=1.0, batch_size=1000,
                 seed=0, use_cache=True, steps=None, progress=False):
-    """Sample token sequences for the given class ids and decode them: images in [-1, 1], (N, 1, 28, 28), on the CPU.
+    """Sample token sequences for the given class ids and decode them: images in [-1, 1], (N, C, H, W), on the CPU.
 
     use_cache: KV cache on/off (priors with one); steps: reverse steps (priors with them; None = their config)."""
     was_training = prior.training
@@ -58,7 +59,7 @@ def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0
 
 
 def class_ids(n, prior, unconditional):
-    """Classes cycling 0..9 (or all "no class"), and the labels to record for them (-1 = none)."""
+    """Classes cycling 0..num_classes-1 (or all "no class"), and the labels to record for them (-1 = none)."""
     cycle = torch.arange(n) % prior.cfg.num_classes
     if unconditional:
         return torch.full((n,), prior.no_class), torch.full((n,), -1)
@@ -161,18 +162,19 @@ def reverse_process_frames(prior, vqvae, classes, device, dtype, seed, steps=Non
     return frames
 
 
-def save_reverse_process(prior, vqvae, device, dtype, path_prefix, seed, steps=None, cfg_scale=1.0):
-    """PATH_strip.png (one row per digit 0-9, one column per reverse step) and PATH.gif (the same, animated)."""
+def save_reverse_process(prior, vqvae, device, dtype, path_prefix, seed, steps=None, cfg_scale=1.0, class_names=None):
+    """PATH_strip.png (one row per class, one column per reverse step) and PATH.gif (the same, animated)."""
     from PIL import Image
-    frames = reverse_process_frames(prior, vqvae, torch.arange(10), device, dtype, seed, steps, cfg_scale)
-    strip = torch.stack(frames, dim=1).flatten(0, 1)  # row = digit, column = step
-    training.save_image_grid(strip, f"{path_prefix}_strip.png", nrow=len(frames))
-    from torchvision.utils import make_grid
+    names = class_names or [str(c) for c in range(prior.cfg.num_classes)]
+    frames = reverse_process_frames(prior, vqvae, torch.arange(len(names)), device, dtype, seed, steps, cfg_scale)
+    strip = torch.stack(frames, dim=1).flatten(0, 1)  # row = class, column = step
+    training.save_image_grid(strip, f"{path_prefix}_strip.png", nrow=len(frames), row_names=names)
     pictures = []
-    for frame in frames + [frames[-1]] * 3:  # hold the final digits a moment before the loop restarts
-        grid = make_grid(frame.add(1).div(2), nrow=10, padding=2, pad_value=0.5)[0].mul(255).round().byte().numpy()
-        pictures.append(Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST))
-    pictures[0].save(f"{path_prefix}.gif", save_all=True, append_images=pictures[1:], duration=250, loop=0)
+    for frame in frames + [frames[-1]] * 3:  # hold the final images a moment before the loop restarts
+        picture = training.grid_picture(frame, nrow=len(names))
+        pictures.append(picture.resize((picture.width * 3, picture.height * 3), Image.NEAREST))
+    training.save_picture(pictures[0], f"{path_prefix}.gif", save_all=True, append_images=pictures[1:], duration=250,
+                          loop=0)
     return f"{path_prefix}_strip.png", f"{path_prefix}.gif"
 
 
@@ -194,9 +196,9 @@ def main(argv=None):
     parser.add_argument("--save", default=None, metavar="FILE.npz", help="write N samples to an npz")
     parser.add_argument("--batch-size", type=int, default=None, help="samples drawn at once")
     parser.add_argument("--no-kv-cache", action="store_true", help="GPT/VAR: recompute the prefix every step (slow)")
-    parser.add_argument("--edit", choices=EDITS, default=None, help="zero-shot editing of real test digits")
-    parser.add_argument("--edit-images", type=int, default=8, help="test digits to edit")
-    parser.add_argument("--edit-samples", type=int, default=4, help="results per edited digit")
+    parser.add_argument("--edit", choices=EDITS, default=None, help="zero-shot editing of real test images")
+    parser.add_argument("--edit-images", type=int, default=8, help="test images to edit")
+    parser.add_argument("--edit-samples", type=int, default=4, help="results per edited image")
     parser.add_argument("--show-process", action="store_true", help="diffusion: save the reverse process (PNG + GIF)")
     parser.add_argument("--out", default=None, help="folder for grids (default: _results/generator)")
     args, cfg = config.parse_config(parser, argv)
@@ -218,7 +220,8 @@ def generate(cfg, args):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
-    prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device)
+    prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device, dataset=cfg.data.dataset)
+    class_names = data.dataset(cfg.data.dataset).class_names
     top_k = cfg.sample.top_k if args.top_k is None else args.top_k
     cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
     batch_size = args.batch_size or cfg.sample.batch_size
@@ -236,7 +239,7 @@ def generate(cfg, args):
             raise CheckpointError(f"--show-process needs a prior with a reverse process "
                                   f"(--prior {' or --prior '.join(priors_with(lambda c: c.reverse_process))})")
         paths = save_reverse_process(prior, vqvae, device, dtype, os.path.join(out_dir, f"{tag}reverse_process"),
-                                     cfg.seed, args.steps, cfg_scale)
+                                     cfg.seed, args.steps, cfg_scale, class_names)
         print(f"reverse process ({prior.forward_passes(args.steps)} steps) -> {', '.join(paths)}")
         return
 
@@ -247,7 +250,7 @@ def generate(cfg, args):
                                     device, dtype, args.edit_samples, temperature, top_k, cfg_scale, cfg.seed)
         path = os.path.join(out_dir, f"{tag}edit_{args.edit}.png")
         training.save_image_grid(grid, path, nrow=columns)
-        print(f"{args.edit}: {args.edit_images} test digits x {args.edit_samples} results -> {path} "
+        print(f"{args.edit}: {args.edit_images} test images x {args.edit_samples} results -> {path} "
               f"(columns: original, masked, results)")
         return
 
@@ -264,15 +267,17 @@ def generate(cfg, args):
 
     temperatures = cfg.sample.temperatures if args.temperature is None else (args.temperature,)
     per_class = cfg.sample.per_class
-    classes, _ = class_ids(10 * per_class, prior, args.unconditional)
-    classes = classes.view(per_class, 10).t().flatten() if not args.unconditional else classes  # row r = digit r
+    num_classes = len(class_names)
+    classes, _ = class_ids(num_classes * per_class, prior, args.unconditional)
+    if not args.unconditional:
+        classes = classes.view(per_class, num_classes).t().flatten()  # row r = class r
     for temperature in temperatures:
         t0 = time.time()
         images = draw_images(prior, vqvae, classes, device, dtype, temperature, **options)
         seconds = time.time() - t0
         uncond = "uncond_" if args.unconditional else ""
         path = os.path.join(out_dir, f"{tag}{uncond}temperature_{temperature:.2f}.png")
-        training.save_image_grid(images, path, nrow=per_class)
+        training.save_image_grid(images, path, nrow=per_class, row_names=None if args.unconditional else class_names)
         print(f"temperature {temperature:.2f}: {len(classes)} samples in {seconds:.2f}s -> {path}")
 
 

@@ -37,11 +37,47 @@ def run_config(cfg, *sections):
     return {name: config_module.to_dict(getattr(cfg, name)) for name in sections}
 
 
-def save_image_grid(images_B1HW, path, nrow):
-    """Images in [-1, 1] -> one PNG grid (0 = black), thin grey lines between images."""
-    from torchvision.utils import save_image
+def grid_picture(images_BCHW, nrow, row_names=None):
+    """Images in [-1, 1] (grey or RGB) -> a PIL image of the grid (0 = black), thin grey lines between images; with
+    row_names, each row's name stands to its left (the class of a row of samples)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+    grid = make_grid(images_BCHW.float().clamp(-1, 1).add(1).div(2), nrow=nrow, padding=2, pad_value=0.5)
+    # the rounding of torchvision's save_image, so grids stay byte-identical to what it wrote
+    picture = Image.fromarray(grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy())
+    return picture if row_names is None else with_row_names(picture, row_names, images_BCHW.shape[-2] + 2)
+
+
+def with_row_names(picture, names, row_height, pad=2):
+    """The picture with a white margin on its left holding one name per row of tiles."""
+    from PIL import Image, ImageDraw, ImageFont
+    font = ImageFont.load_default(size=11)
+    draw = ImageDraw.Draw(picture)
+    width = max(int(draw.textlength(name, font=font)) for name in names) + 8
+    canvas = Image.new("RGB", (picture.width + width, picture.height), "white")
+    canvas.paste(picture, (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, name in enumerate(names):
+        draw.text((width - 4, pad + row * row_height + row_height // 2), name, fill="black", font=font, anchor="rm")
+    return canvas
+
+
+def save_image_grid(images_BCHW, path, nrow, row_names=None):
+    """Images in [-1, 1] -> one PNG grid (see grid_picture), written atomically."""
+    save_picture(grid_picture(images_BCHW, nrow, row_names), path)
+
+
+def save_picture(picture, path, **options):
+    """A PIL image to PNG (or GIF, by the path's suffix), through a temp file and a rename."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_image(images_B1HW.float().clamp(-1, 1).add(1).div(2), path, nrow=nrow, padding=2, pad_value=0.5)
+    root, suffix = os.path.splitext(path)
+    tmp_path = f"{root}.tmp{os.getpid()}{suffix}"
+    try:
+        picture.save(tmp_path, **options)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
 
 
 def plot_curves(history, keys, path, title, ylabel="loss"):

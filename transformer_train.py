@@ -6,11 +6,11 @@
     python transformer_train.py --prior diffusion     # discrete diffusion (diffusion.noise = mask | uniform)
     python transformer_train.py --resume              # continue an interrupted run
 
-The dataset is encoded once and cached under data/tokens/, keyed by the tokenizer's fingerprint. All three priors
-share this script's loop: each exposes `loss(tokens_BL, class_B)` and `sample(...)`. Writes checkpoints/<prior>.pt
+The dataset is encoded once and cached under data/tokens/, keyed by the tokenizer's fingerprint. Every prior
+(models/prior.py) shares this script's loop: each exposes `loss(tokens_BL, class_B)` and `sample(...)`. Writes checkpoints/<prior>.pt
 (weights + config + the tokenizer it was trained on; the uniform diffusion prior is diffusion_uniform.pt), and
 into _results/transformer/ (GPT) or _results/<prior>/ a grid of samples at temperature 1.0 every
-`<prior>_train.sample_every` epochs (one row per digit 0-9) and the loss curves; the diffusion prior also gets the
+`<prior>_train.sample_every` epochs (one row per class) and the loss curves; the diffusion prior also gets the
 reverse process as a strip and an animated GIF at the end.
 """
 import math
@@ -78,12 +78,13 @@ def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device
 
 
 def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
-    """One row per digit 0-9 at temperature 1.0 (and the configured guidance), from a fixed seed so grids of
-    different epochs compare."""
-    classes = torch.arange(10).repeat_interleave(cfg.sample.per_class)
+    """One row per class at temperature 1.0 (and the configured guidance), from a fixed seed so grids of different
+    epochs compare."""
+    names = data.dataset(cfg.data.dataset).class_names
+    classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
     images = draw_images(model, vqvae, classes, device, dtype, temperature=1.0, cfg_scale=cfg.sample.cfg_scale,
                          seed=seed)
-    training.save_image_grid(images, path, nrow=cfg.sample.per_class)
+    training.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)
 
 
 def main(argv=None):
@@ -125,7 +126,7 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None):
     tc = getattr(cfg, f"{kind}_train")
 
     vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
-    vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device)
+    vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset)
     check_tokenizer(prior_cls, vqvae, vqvae_path)
     tokenizer_id = vqvae_ckpt["tokenizer_id"]
     tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
@@ -164,13 +165,14 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None):
                              cfg.seed)
         training.plot_curves(history, ("train_loss", "val_loss"), os.path.join(results_dir, "loss.png"),
                              f"{name} {'cross-entropy' if exact else 'denoising loss'} (nats per token)")
-        atomic_save({"kind": kind, "config": config.to_dict(model.cfg),
+        atomic_save({"kind": kind, "dataset": cfg.data.dataset, "config": config.to_dict(model.cfg),
                      "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                      "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
                      "train_seconds": elapsed, "run_config": run_cfg, **vqvae.token_info(),
                      "tokenizer_id": tokenizer_id, "vqvae_path": vqvae_path}, ckpt_path)
     if prior_cls.reverse_process:
-        save_reverse_process(model, vqvae, device, dtype, os.path.join(results_dir, "reverse_process"), cfg.seed)
+        save_reverse_process(model, vqvae, device, dtype, os.path.join(results_dir, "reverse_process"), cfg.seed,
+                             class_names=data.dataset(cfg.data.dataset).class_names)
     print(f"checkpoint: {ckpt_path}\nsamples and curves: {results_dir}/")
 
 

@@ -1,8 +1,9 @@
-"""Stage 1: train the multi-codebook VQ-VAE tokenizer on MNIST.
+"""Stage 1: train the multi-codebook VQ-VAE tokenizer on the configured dataset (MNIST by default).
 
     python vqvae_train.py                                  # default 4x4x1 grid
     python vqvae_train.py --preset mnist_4x4x2             # or any --set vqvae.<field>=<value>
     python vqvae_train.py --preset mnist_var               # VAR's multi-scale residual tokenizer
+    python vqvae_train.py --preset fashion_mnist           # another dataset: checkpoints/fashion_mnist/vqvae.pt
     python vqvae_train.py --resume                         # continue an interrupted run
 
 Writes checkpoints/vqvae.pt (weights + config + tokenizer fingerprint), and into _results/vqvae/: originals over
@@ -141,7 +142,7 @@ def train(cfg, resume=False):
     layout = (f"scales {'+'.join(f'{s}x{s}' for s in cfg.vqvae.scales)} = {model.sequence_length} tokens, one shared "
               f"codebook of {cfg.vqvae.codebook_size}" if model.multiscale else
               f"{H}x{W}x{K} tokens, {cfg.vqvae.codebook_size} codes per codebook")
-    print(f"VQ-VAE: {layout}, {training.count_parameters(model) / 1e6:.2f}M parameters; "
+    print(f"VQ-VAE on {cfg.data.dataset}: {layout}, {training.count_parameters(model) / 1e6:.2f}M parameters; "
           f"{devices.describe(device, dtype)}")
     steps_per_epoch = len(data.batch_indices(len(train_images), cfg.vqvae_train.batch_size, shuffle=False))
     total_steps, step = cfg.vqvae_train.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
@@ -168,7 +169,7 @@ def train(cfg, resume=False):
         training.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, f"{tag}loss.png"),
                              "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
         model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_save({"kind": "vqvae", "config": config.to_dict(cfg.vqvae), "model": model_cpu,
+        atomic_save({"kind": "vqvae", "dataset": cfg.data.dataset, "config": config.to_dict(cfg.vqvae), "model": model_cpu,
                      "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
                      "train_seconds": elapsed, "run_config": run_cfg, "metrics": val,
                      "tokenizer_id": tokenizer_fingerprint(model)}, ckpt_path)

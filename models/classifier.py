@@ -1,27 +1,33 @@
-"""A small MNIST CNN whose penultimate features define the repo's classifier-FID (the role Inception plays in FID).
+"""A small CNN whose penultimate features define the repo's classifier-FID (the role Inception plays in FID).
 
-It is trained by the repo itself (evaluate.py --train-classifier) to >= 99% test accuracy, so every figure can be
-reproduced offline. Inputs are images in [-1, 1], (B, 1, 28, 28).
+It is trained by the repo itself, once per dataset (evaluate.py --train-classifier), so every figure can be
+reproduced offline: >= 99% test accuracy on MNIST. Inputs are images in [-1, 1], (B, C, H, W) with H = W divisible
+by 4 (28 for MNIST and Fashion-MNIST, 32 for CIFAR-10).
 """
 import torch.nn as nn
 
 FEATURE_DIM = 128
 
 
-class MNISTClassifier(nn.Module):
-    def __init__(self, num_classes=10):
+class Classifier(nn.Module):
+    def __init__(self, channels=1, image_size=28, num_classes=10):
         super().__init__()
+        side = image_size // 4  # after two 2x2 max-pools
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 14x14
+            nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 1/2
             nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),  # 7x7
-            nn.Flatten(), nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),  # 1/4
+            nn.Flatten(), nn.Linear(64 * side * side, FEATURE_DIM), nn.ReLU(),
         )
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
-    def forward(self, x_B1HW):
-        """(logits_B10, features_BF): the features are the penultimate activations used for FID."""
-        f_BF = self.features(x_B1HW)
+    @classmethod
+    def for_dataset(cls, spec):
+        return cls(spec.channels, spec.image_size, spec.num_classes)
+
+    def forward(self, x_BCHW):
+        """(logits_BN, features_BF): the features are the penultimate activations used for FID."""
+        f_BF = self.features(x_BCHW)
         return self.head(self.dropout(f_BF)), f_BF

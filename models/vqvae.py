@@ -1,7 +1,8 @@
-"""VQ-VAE: a conv encoder down to an H x W latent, a quantizer, and a conv decoder back to 28 x 28.
+"""VQ-VAE: a conv encoder down to an H x W latent, a quantizer, and a conv decoder back to the image size.
 
-The number of stride-2 steps follows from the grid size alone (28 -> 14 -> 7 -> 4 -> 2 -> 1), so 7x7, 4x4 and 2x2
-grids need no code change. The decoder mirrors the encoder, upsampling to the exact sizes the encoder went through.
+The image size and channels come from the dataset (cfg.image_size, cfg.image_channels). The number of stride-2 steps
+follows from the grid size alone (28 -> 14 -> 7 -> 4 -> 2 -> 1, 32 -> 16 -> 8 -> 4 -> 2 -> 1), so every reachable
+grid needs no code change. The decoder mirrors the encoder, upsampling to the exact sizes the encoder went through.
 
 Two quantizers, chosen by config: K parallel codebooks (the default; tokens idx_BHWK), or VAR's multi-scale residual
 quantizer (`vqvae.scales` set; tokens: a list of index maps idx_Bss, coarse to fine). Either way the priors see a
@@ -12,18 +13,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import IMAGE_SIZE, reachable_grid_sizes
+from config import reachable_grid_sizes
 from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer, split_scales
 
 
-def down_sizes(grid_size):
-    """Spatial sizes from the image to the grid, e.g. 4 -> [28, 14, 7, 4]."""
-    sizes = [IMAGE_SIZE] + reachable_grid_sizes()
+def down_sizes(image_size, grid_size):
+    """Spatial sizes from the image to the grid, e.g. (28, 4) -> [28, 14, 7, 4]."""
+    sizes = [image_size] + reachable_grid_sizes(image_size)
     return sizes[:sizes.index(grid_size) + 1]
 
 
 def width_at(level, channels):
-    """Channel width at the level-th resolution (0 = 28x28); levels past the list reuse its last width."""
+    """Channel width at the level-th resolution (0 = the image size); levels past the list reuse its last width."""
     return channels[min(level, len(channels) - 1)]
 
 
@@ -40,10 +41,9 @@ class ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, grid_size, channels, num_res_blocks, latent_channels):
+    def __init__(self, image_channels, sizes, channels, num_res_blocks, latent_channels):
         super().__init__()
-        sizes = down_sizes(grid_size)
-        layers = [nn.Conv2d(1, channels[0], 3, padding=1)]
+        layers = [nn.Conv2d(image_channels, channels[0], 3, padding=1)]
         for level in range(len(sizes) - 1):  # each conv: n -> ceil(n / 2)
             c_in, c_out = width_at(level, channels), width_at(level + 1, channels)
             layers += [nn.SiLU(), nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)]
@@ -52,14 +52,13 @@ class Encoder(nn.Module):
         layers += [nn.SiLU(), nn.Conv2d(c_last, latent_channels, 1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x_B1HW):
-        return self.net(x_B1HW)
+    def forward(self, x_BCHW):
+        return self.net(x_BCHW)
 
 
 class Decoder(nn.Module):
-    def __init__(self, grid_size, channels, num_res_blocks, latent_channels):
+    def __init__(self, image_channels, sizes, channels, num_res_blocks, latent_channels):
         super().__init__()
-        sizes = down_sizes(grid_size)
         c_last = width_at(len(sizes) - 1, channels)
         self.stem = nn.Sequential(nn.Conv2d(latent_channels, c_last, 3, padding=1),
                                   *[ResBlock(c_last) for _ in range(num_res_blocks)])
@@ -68,7 +67,7 @@ class Decoder(nn.Module):
         for level in range(len(sizes) - 1, 0, -1):
             c_in, c_out = width_at(level, channels), width_at(level - 1, channels)
             self.ups.append(nn.Sequential(nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1)))
-        self.head = nn.Sequential(nn.SiLU(), nn.Conv2d(channels[0], 1, 3, padding=1))
+        self.head = nn.Sequential(nn.SiLU(), nn.Conv2d(channels[0], image_channels, 3, padding=1))
 
     def forward(self, q_BCHW):
         h = self.stem(q_BCHW)
@@ -82,14 +81,15 @@ class VQVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         latent_channels = cfg.num_codebooks * cfg.code_dim
-        self.encoder = Encoder(cfg.grid_size, cfg.channels, cfg.num_res_blocks, latent_channels)
+        sizes = down_sizes(cfg.image_size, cfg.grid_size)
+        self.encoder = Encoder(cfg.image_channels, sizes, cfg.channels, cfg.num_res_blocks, latent_channels)
         if self.multiscale:
             self.quantizer = MultiScaleResidualQuantizer(cfg.scales, cfg.codebook_size, cfg.code_dim, cfg.phi_ratio,
                                                          cfg.ema_decay, cfg.dead_code_threshold, cfg.commitment_weight)
         else:
             self.quantizer = MultiCodebookQuantizer(cfg.num_codebooks, cfg.codebook_size, cfg.code_dim,
                                                     cfg.ema_decay, cfg.dead_code_threshold)
-        self.decoder = Decoder(cfg.grid_size, cfg.channels, cfg.num_res_blocks, latent_channels)
+        self.decoder = Decoder(cfg.image_channels, sizes, cfg.channels, cfg.num_res_blocks, latent_channels)
 
     @property
     def multiscale(self):
@@ -126,30 +126,30 @@ class VQVAE(nn.Module):
         return split_scales(tokens_BL, self.cfg.scales)
 
     @torch.no_grad()
-    def encode_sequence(self, x_B1HW):
-        return self.to_sequence(self.encode(x_B1HW))
+    def encode_sequence(self, x_BCHW):
+        return self.to_sequence(self.encode(x_BCHW))
 
     @torch.no_grad()
     def decode_sequence(self, tokens_BL):
         return self.decode(self.from_sequence(tokens_BL))
 
-    def forward(self, x_B1HW):
+    def forward(self, x_BCHW):
         """Training pass: (reconstruction, idx_BHWK, commitment loss, perplexity per codebook)."""
-        z_BCHW = self.encoder(x_B1HW)
+        z_BCHW = self.encoder(x_BCHW)
         q_BCHW, idx_BHWK, commitment, perplexity_K = self.quantizer(z_BCHW)
         return self.decoder(q_BCHW), idx_BHWK, commitment, perplexity_K
 
-    def loss(self, x_B1HW):
+    def loss(self, x_BCHW):
         """The training objective: reconstruction MSE + commitment_weight * commitment loss (the codebooks learn by
         EMA, not by gradient). Returns (loss, {'mse', 'perplexity_K'})."""
-        recon, _, commitment, perplexity_K = self(x_B1HW)
-        mse = F.mse_loss(recon.float(), x_B1HW)
+        recon, _, commitment, perplexity_K = self(x_BCHW)
+        mse = F.mse_loss(recon.float(), x_BCHW)
         return mse + self.cfg.commitment_weight * commitment, {"mse": mse, "perplexity_K": perplexity_K}
 
     @torch.no_grad()
-    def encode(self, x_B1HW):
+    def encode(self, x_BCHW):
         """Images in [-1, 1] -> token grid idx_BHWK (multi-scale: the list of idx_Bss, coarse to fine)."""
-        return self.quantizer.quantize(self.encoder(x_B1HW))
+        return self.quantizer.quantize(self.encoder(x_BCHW))
 
     @torch.no_grad()
     def decode(self, idx):

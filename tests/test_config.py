@@ -100,7 +100,8 @@ def test_unknown_preset_raises_config_error():
 
 
 def test_reachable_grid_sizes():
-    assert config.reachable_grid_sizes() == [14, 7, 4, 2, 1]
+    assert config.reachable_grid_sizes(28) == [14, 7, 4, 2, 1]
+    assert config.reachable_grid_sizes(32) == [16, 8, 4, 2, 1]
     assert config.reachable_grid_sizes(8) == [4, 2, 1]
 
 

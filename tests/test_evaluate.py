@@ -1,6 +1,6 @@
 """evaluate.py: the metrics against closed forms and toy distributions, the npz checks, score(), and the CLI's errors.
 
-Everything runs on the CPU with an untrained (seeded) MNISTClassifier or synthetic features; only the blur/noise
+Everything runs on the CPU with an untrained (seeded) Classifier or synthetic features; only the blur/noise
 check and the in-process CLI runs read real MNIST (data/, fetched if missing, skipped when it cannot be had).
 """
 import json
@@ -18,7 +18,7 @@ import config
 import data
 import evaluate
 from checkpoint import atomic_save
-from models.classifier import FEATURE_DIM, MNISTClassifier
+from models.classifier import FEATURE_DIM, Classifier
 from models.vqvae import VQVAE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,14 +28,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 def mnist_test_images(n):
     try:
-        return data.load_mnist(DATA_ROOT, train=False)[0][:n]
+        return data.load_split(config.DataConfig(root=DATA_ROOT), train=False)[0][:n]
     except data.DataError as e:
         pytest.skip(f"MNIST unavailable: {e}")
 
 
 def seeded_classifier(seed=0):
     torch.manual_seed(seed)
-    return MNISTClassifier().eval()
+    return Classifier().eval()
 
 
 def whitened(rng, n, d):
@@ -99,7 +99,7 @@ def test_frechet_distance_grows_with_added_noise():
 
 
 def test_classifier_fid_ranks_blurred_and_noised_digits_behind_a_clean_split():
-    """Untrained but seeded MNISTClassifier: a blur or heavy noise moves the features more than resampling does.
+    """Untrained but seeded Classifier: a blur or heavy noise moves the features more than resampling does.
 
     Checked over seeds 0-3 with 600 digits: blur/halves >= 6.6, noise/halves >= 3.2; asserted at 3x and 2x.
     """
@@ -205,9 +205,9 @@ def test_read_samples_accepts_a_generator_file(tmp_path):
     path = tmp_path / "ok.npz"
     np.savez_compressed(path, **arrays)
     images, labels = evaluate.read_samples(str(path))
-    assert images.dtype == torch.uint8 and images.shape == (12, 28, 28)
+    assert images.dtype == torch.uint8 and images.shape == (12, 1, 28, 28)
     assert labels.dtype == torch.int64 and labels.shape == (12,)
-    assert np.array_equal(images.numpy(), arrays["images"][:, 0]) and np.array_equal(labels.numpy(), arrays["labels"])
+    assert np.array_equal(images.numpy(), arrays["images"]) and np.array_equal(labels.numpy(), arrays["labels"])
 
 
 def write_garbage(path):

@@ -13,13 +13,14 @@ def tiny_vqvae(grid_size=4, num_codebooks=1):
 
 
 def test_down_sizes_follow_ceil_halving():
-    assert down_sizes(7) == [28, 14, 7]
-    assert down_sizes(4) == [28, 14, 7, 4]
-    assert down_sizes(2) == [28, 14, 7, 4, 2]
+    assert down_sizes(28, 7) == [28, 14, 7]
+    assert down_sizes(28, 4) == [28, 14, 7, 4]
+    assert down_sizes(28, 2) == [28, 14, 7, 4, 2]
+    assert down_sizes(32, 8) == [32, 16, 8]
 
 
 @pytest.mark.parametrize("num_codebooks", [1, 2])
-@pytest.mark.parametrize("grid_size", config.reachable_grid_sizes())  # 14, 7, 4, 2, 1
+@pytest.mark.parametrize("grid_size", config.reachable_grid_sizes(28))  # 14, 7, 4, 2, 1
 def test_encode_and_decode_shapes(grid_size, num_codebooks):
     model = tiny_vqvae(grid_size, num_codebooks).eval()
     x = torch.rand(3, 1, 28, 28) * 2 - 1
@@ -64,3 +65,14 @@ def test_different_codebooks_read_different_latent_channels():
     D = model.cfg.code_dim
     assert torch.equal(q0[:, :D], q1[:, :D])          # codebook 0's channels untouched
     assert not torch.equal(q0[:, D:], q1[:, D:])      # codebook 1's channels changed
+
+
+@pytest.mark.parametrize("grid_size", [16, 8, 4])
+def test_rgb_32x32_images_encode_and_decode_in_colour(grid_size):
+    cfg = config.build_config("tiny", ["data.dataset=cifar10", f"vqvae.grid_size={grid_size}"]).vqvae
+    assert (cfg.image_size, cfg.image_channels) == (32, 3)
+    model = VQVAE(cfg).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    idx = model.encode(x)
+    assert idx.shape == (2, grid_size, grid_size, 1)
+    assert model.decode(idx).shape == (2, 3, 32, 32)
