@@ -259,7 +259,9 @@ def run(cfg, args, argv):
     gpt = entries[0]
     temperatures = [float(t) for t in args.temperatures.split(",")]
     sweep = temperature_sweep(gpt["prior"], gpt["vqvae"], cfg, device, dtype, temperatures, args.n)
-    plot_path = os.path.join("_writeup_images", "temperature_sweep.png") if args.report else \
+    # --report: beside the report (_writeup_images/[<dataset>/]), so the report's relative link finds it
+    plot_path = os.path.join(os.path.dirname(args.out), "_writeup_images", data.dataset(cfg.data.dataset).folder,
+                             "temperature_sweep.png") if args.report else \
         os.path.join(cfg.results_dir, "benchmark", "temperature_sweep.png")
     plot_sweep(sweep, plot_path)
     print(f"sweep plot: {plot_path}")
@@ -346,13 +348,15 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
                    f"{r['no_kv']:.1f} ({r['no_kv_spread'][0]:.1f}-{r['no_kv_spread'][1]:.1f})",
                    f"x{r['kv'] / r['no_kv']:.2f}"]
                   for label, by_scale in sampling.items() for scale, rows in by_scale.items() for r in rows]
+    on_tokenizers = "; ".join(
+        f"{', '.join(e['label'] for e in entries if e['vqvae_path'] == vq_path)} on {os.path.basename(vq_path)} "
+        f"({_tokens(vqvae)} tokens, {vqvae.cfg.codebook_size} codes)" for vq_path, vqvae in tokenizers.items())
     best = min(sweep, key=lambda r: r["fid"])
     guidance = cfg.sample.cfg_scale
     spec = data.dataset(cfg.data.dataset)
     text = f"""Produced by `python benchmark.py {' '.join(argv)}` on {datetime.date.today().isoformat()} (commit {commit}).
 Machine: {machine}.
-Every prior was trained by `transformer_train.py` with its default config; each sits on its own tokenizer (the GPT
-and the diffusion priors on the single-scale 4x4x1 VQ-VAE, VAR on the multi-scale one, both with 256 codes).
+Every prior was trained by `transformer_train.py` with its default config, each on its tokenizer: {on_tokenizers}.
 
 ### Which prior wins at which budget
 
@@ -387,7 +391,7 @@ best any prior on that tokenizer can reach. NLL: the prior's exact negative log-
 
 ### Discrete diffusion: quality and speed vs reverse steps ({n} samples each, temperature 1.0, guidance {guidance})
 
-The mask process reveals at least one token per step, so with 16 tokens it never needs more than 16 forward
+The mask process reveals at least one token per step, so with L tokens it never needs more than L forward
 passes; the uniform process runs one pass per step.
 
 {_table(['prior', 'steps', 'forward passes', 'FID', 'precision', 'recall', 'class accuracy', 'images/s'], step_rows)}
@@ -398,7 +402,7 @@ passes; the uniform process runs one pass per step.
 
 Best FID at temperature {best['temperature']}.
 
-![FID, precision and recall vs temperature]({plot_path})
+![FID, precision and recall vs temperature]({os.path.relpath(plot_path, os.path.dirname(os.path.abspath(path)))})
 
 ### Sampling speed with and without the KV cache (tokens + decoding, images/s; median of runs, min-max in brackets)
 

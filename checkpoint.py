@@ -95,8 +95,10 @@ def load_vqvae(path, device="cpu", dataset=None):
     """Rebuild a VQ-VAE from its checkpoint alone: (model in eval mode, checkpoint dict). dataset: refuse a tokenizer
     trained on another one."""
     from models.vqvae import VQVAE
-    preset = " --preset mnist_var" if "multiscale" in os.path.basename(path) else ""
-    ckpt = load_checkpoint(path, "vqvae", hint=f"; train one first with: python vqvae_train.py{preset}")
+    preset = config_module.tokenizer_preset(dataset or config_module.DataConfig.dataset,
+                                            "multiscale" in os.path.basename(path))
+    ckpt = load_checkpoint(path, "vqvae", hint=f"; train one first with: python vqvae_train.py"
+                                               f"{' --preset ' + preset if preset else ''}")
     check_dataset(ckpt, path, dataset)
     model = VQVAE(config_module.from_dict(config_module.VQVAEConfig, ckpt["config"]))
     model.load_state_dict(ckpt["model"])

@@ -3,6 +3,7 @@
     python transformer_train.py                       # raster GPT; needs checkpoints/vqvae.pt from vqvae_train.py
     python transformer_train.py --prior var           # next-scale VAR; needs checkpoints/vqvae_multiscale.pt
                                                       #   (python vqvae_train.py --preset mnist_var)
+    python transformer_train.py --preset fashion_mnist --prior diffusion   # another dataset, the same commands
     python transformer_train.py --prior diffusion     # discrete diffusion (diffusion.noise = mask | uniform)
     python transformer_train.py --resume              # continue an interrupted run
 
@@ -101,12 +102,13 @@ def main(argv=None):
         sys.exit(f"error: {e}")
 
 
-def check_tokenizer(prior_cls, vqvae, vqvae_path):
+def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset):
     """A prior reads either the single-scale grid or the multi-scale residual tokenizer's sequence, as it declares."""
     if prior_cls.multiscale_tokenizer == vqvae.multiscale:
         return
     scale = {True: "multi-scale", False: "single-scale"}
-    preset = " --preset mnist_var" if prior_cls.multiscale_tokenizer else ""
+    preset = config.tokenizer_preset(dataset, prior_cls.multiscale_tokenizer)
+    preset = f" --preset {preset}" if preset else ""
     readers = priors_with(lambda c: c.multiscale_tokenizer == vqvae.multiscale)
     raise CheckpointError(f"{vqvae_path} is a {scale[vqvae.multiscale]} tokenizer, but the {prior_cls.kind} prior "
                           f"needs a {scale[prior_cls.multiscale_tokenizer]} one (python vqvae_train.py{preset}), "
@@ -127,7 +129,7 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None):
 
     vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset)
-    check_tokenizer(prior_cls, vqvae, vqvae_path)
+    check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset)
     tokenizer_id = vqvae_ckpt["tokenizer_id"]
     tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
     train_tokens, train_labels = tokens["train"][0].flatten(1), tokens["train"][1]

@@ -7,10 +7,10 @@
     python vqvae_train.py --resume                         # continue an interrupted run
 
 Writes checkpoints/vqvae.pt (weights + config + tokenizer fingerprint), and into _results/vqvae/: originals over
-reconstructions of fixed test digits every `vqvae_train.sample_every` epochs, and loss / codebook-usage curves.
+reconstructions of fixed test images every `vqvae_train.sample_every` epochs, and loss / codebook-usage curves.
 The multi-scale tokenizer writes checkpoints/vqvae_multiscale.pt and _results/vqvae/multiscale_*.png, among them
 `multiscale_scales_epochNNN.png`: each column decodes one more scale (1x1, then 1x1 + 2x2, ...), the last is the
-original, so the digit sharpens scale by scale.
+original, so the image sharpens scale by scale.
 """
 import os
 import sys
@@ -70,7 +70,7 @@ def save_reconstructions(model, images_uint8, device, path):
 
 @torch.no_grad()
 def save_scale_strip(model, images_uint8, device, path):
-    """Multi-scale tokenizer: one row per digit; column k decodes scales 1..k, the last column is the original."""
+    """Multi-scale tokenizer: one row per test image; column k decodes scales 1..k, the last column is the original."""
     model.eval()
     x = data.to_model_range(images_uint8).to(device)
     idx_list = model.encode(x)

@@ -144,7 +144,7 @@ class MultiScaleResidualQuantizer(nn.Module):
     **one codebook shared by all scales**, looked up, upsampled back to h x w (bicubic, as the paper), passed through
     that scale's light refinement phi_k (a 3x3 conv mixed in with ratio phi_ratio; one per scale, since at this size
     they cost ~2k parameters each), and added to f_hat. The decoder sees f_hat, the sum of all scales, and so decoding
-    any prefix of the scale list gives a coarser image of the same digit.
+    any prefix of the scale list gives a coarser image of the same image.
 
     The codebook is an EMA codebook with dead-code restarts (the MultiCodebookQuantizer with K = 1), fed with the
     residual vectors of every scale. The encoder gets the commitment loss and the straight-through gradient; the

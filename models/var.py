@@ -2,7 +2,7 @@
 
 Sequence layout: the token maps of scales s_1 < ... < s_K, one after the other, each in raster order:
 L = s_1^2 + ... + s_K^2 tokens (30 for scales 1, 2, 3, 4). Position i of the model *input* predicts token i:
-  - the first s_1^2 inputs are the start token: the class embedding (digits 0..9, or `num_classes` = "no class");
+  - the first s_1^2 inputs are the start token: the class embedding (0..num_classes-1, or `num_classes` = "no class");
   - the inputs of scale k+1 are the accumulated features of scales <= k, f_hat_k, area-downsampled to s_{k+1} x s_{k+1}
     and projected to d_model (teacher forcing, as the paper's `idxBl_to_var_input`);
   - plus a learned embedding of the scale (level) and of the absolute position.
