@@ -32,7 +32,7 @@ from generator import class_ids, draw_images
 from models import device as devices
 from models.prior import registered
 
-STEP_COUNTS = (4, 8, 16, 32)  # reverse steps tried for the priors that have them
+STEP_COUNTS = "4,8,16,32"  # reverse steps tried for the priors that have them (--steps)
 
 
 def timed(fn, repeats, warmup=1):
@@ -181,7 +181,7 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
     return row
 
 
-def compare_priors(entries, cfg, device, dtype, n):
+def compare_priors(entries, cfg, device, dtype, n, step_counts):
     """Quality of every prior (and of each tokenizer's reconstructions), plus the priors with reverse steps at
     several step counts."""
     classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device, cfg.data.dataset)
@@ -199,7 +199,7 @@ def compare_priors(entries, cfg, device, dtype, n):
         prior = entry["prior"]
         if prior.sampling_steps:
             entry["steps_rows"] = [quality_row(entry, classifier, reference, cfg, device, dtype, n, steps)
-                                   for steps in STEP_COUNTS]
+                                   for steps in step_counts]
             default = [r for r in entry["steps_rows"] if r["steps"] == prior.cfg.steps]
             entry["quality"] = default[0] if default else quality_row(entry, classifier, reference, cfg, device,
                                                                        dtype, n)
@@ -217,9 +217,15 @@ def main(argv=None):
     parser.add_argument("--sweep", action="store_true", help="the GPT's FID / precision / recall vs temperature")
     parser.add_argument("--temperatures", default="0.5,0.75,1.0,1.25,1.5")
     parser.add_argument("--n", type=int, default=10_000, help="samples per temperature and per quality row")
+    parser.add_argument("--steps", default=STEP_COUNTS, help="reverse-step counts for the priors that have them")
     parser.add_argument("--report", action="store_true", help="write RESULTS.md (implies --sweep)")
     parser.add_argument("--out", default="RESULTS.md", help="where --report writes")
     args, cfg = config.parse_config(parser, argv)
+    try:
+        args.steps = [int(s) for s in args.steps.split(",")]
+        assert all(s >= 1 for s in args.steps)
+    except (ValueError, AssertionError):
+        sys.exit(f"error: --steps {args.steps!r} must be positive integers separated by commas, e.g. 4,8,16")
     try:
         run(cfg, args, argv if argv is not None else sys.argv[1:])
     except (CheckpointError, data.DataError) as e:
@@ -266,7 +272,7 @@ def run(cfg, args, argv):
     plot_sweep(sweep, plot_path)
     print(f"sweep plot: {plot_path}")
     if args.report:
-        references = compare_priors(entries, cfg, device, dtype, args.n)
+        references = compare_priors(entries, cfg, device, dtype, args.n, args.steps)
         write_report(args.out, cfg, argv, machine, entries, references, sampling, train, sweep, plot_path, args.n)
         print(f"report: {args.out}")
 
