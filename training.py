@@ -21,6 +21,13 @@ def set_lr(optimizer, lr):
         group["lr"] = lr
 
 
+def refuse_overwrite(path, resume, overwrite):
+    """A new run never replaces a trained model silently: it needs --resume (continue it) or --overwrite."""
+    if os.path.exists(path) and not (resume or overwrite):
+        raise CheckpointError(f"{path} already holds a trained model; continue it with --resume, replace it with "
+                              f"--overwrite, or train elsewhere with --set checkpoint_dir=DIR")
+
+
 def resume_state(path, kind, run_config):
     """The checkpoint to continue from, after checking it was made with the same config."""
     ckpt = load_checkpoint(path, kind, hint="; nothing to resume, drop --resume")

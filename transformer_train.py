@@ -93,11 +93,12 @@ def main(argv=None):
     parser.add_argument("--prior", default="gpt", choices=list(registered()),
                         help="which prior to train (default: gpt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint with a new run")
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt, "
                                                       "or vqvae_multiscale.pt for --prior var)")
     args, cfg = config.parse_config(parser, argv)
     try:
-        train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae)
+        train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae, overwrite=args.overwrite)
     except (data.DataError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 
@@ -115,7 +116,7 @@ def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset):
                           f"or train --prior {' or --prior '.join(readers)} on it")
 
 
-def train(cfg, kind="gpt", resume=False, vqvae_path=None):
+def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
@@ -126,6 +127,7 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None):
     ckpt_path = default_path(cfg, name)
     results_dir = os.path.join(cfg.results_dir, prior_cls.results_folder or name)
     tc = getattr(cfg, f"{kind}_train")
+    training.refuse_overwrite(ckpt_path, resume, overwrite)
 
     vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset)

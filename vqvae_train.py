@@ -109,18 +109,20 @@ def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtyp
 def main(argv=None):
     parser = config.make_parser("Train the VQ-VAE tokenizer.")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint with a new run")
     args, cfg = config.parse_config(parser, argv)
     try:
-        train(cfg, resume=args.resume)
+        train(cfg, resume=args.resume, overwrite=args.overwrite)
     except (data.DataError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 
 
-def train(cfg, resume=False):
+def train(cfg, resume=False, overwrite=False):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
     ckpt_path = tokenizer_path(cfg)
+    training.refuse_overwrite(ckpt_path, resume, overwrite)
     results_dir = os.path.join(cfg.results_dir, "vqvae")
     tag = "multiscale_" if cfg.vqvae.scales else ""  # the two tokenizers share the folder, not the file names
     train_images, _ = data.load_split(cfg.data, train=True)

@@ -282,7 +282,7 @@ def test_var_on_a_single_scale_tokenizer_fails_with_one_line(pipeline):
 def test_diffusion_on_the_multiscale_tokenizer_fails_with_one_line(priors):
     root, dirs = priors
     result = run("transformer_train.py", *dirs, "--prior", "diffusion", "--vqvae",
-                 str(root / "ck" / "vqvae_multiscale.pt"), check=False)
+                 str(root / "ck" / "vqvae_multiscale.pt"), "--overwrite", check=False)  # diffusion.pt exists
     assert_one_line_error(result, "multi-scale", "--prior var")
 
 
@@ -296,3 +296,13 @@ def test_show_process_of_a_var_fails_with_one_line(priors):
     _, dirs = priors
     result = run("generator.py", *dirs, "--prior", "var", "--show-process", check=False)
     assert_one_line_error(result, "diffusion")
+
+
+@pytest.mark.parametrize("script", ["vqvae_train.py", "transformer_train.py"])
+def test_a_new_run_over_a_trained_checkpoint_is_refused_with_one_line(pipeline, script):
+    root, dirs = pipeline
+    path = root / "ck" / ("vqvae.pt" if script == "vqvae_train.py" else "gpt.pt")
+    mtime = path.stat().st_mtime_ns
+    line = assert_one_line_error(run(script, *dirs, check=False), str(path), "--resume", "--overwrite")
+    assert "already holds a trained model" in line
+    assert path.stat().st_mtime_ns == mtime

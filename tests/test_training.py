@@ -39,3 +39,13 @@ def test_resume_state_accepts_the_same_config_and_names_what_differs(tmp_path, t
         training.resume_state(path, "gpt", training.run_config(tiny_cfg, "data", "gpt", "gpt_train"))
     with pytest.raises(CheckpointError, match="drop --resume"):
         training.resume_state(str(tmp_path / "missing.pt"), "gpt", run_cfg)
+
+
+def test_refuse_overwrite_needs_resume_or_overwrite_for_an_existing_checkpoint(tmp_path):
+    path = tmp_path / "vqvae.pt"
+    training.refuse_overwrite(str(path), resume=False, overwrite=False)  # nothing there yet: a new run may start
+    path.write_bytes(b"trained")
+    with pytest.raises(CheckpointError, match="--resume.*--overwrite"):
+        training.refuse_overwrite(str(path), resume=False, overwrite=False)
+    training.refuse_overwrite(str(path), resume=True, overwrite=False)
+    training.refuse_overwrite(str(path), resume=False, overwrite=True)
