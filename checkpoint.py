@@ -33,10 +33,13 @@ def atomic_save(obj, path):
 def load_file(path, what="checkpoint", hint=""):
     if not os.path.exists(path):
         raise CheckpointError(f"no {what} at {path}{hint}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder, not a {what} file; give the path of the .pt file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{what} {path} is unreadable ({str(e).splitlines()[0][:120]}); "
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # an empty file raises an empty message
+        raise CheckpointError(f"{what} {path} is unreadable ({reason[:120]}); "
                               f"delete it and train again") from None
 
 

@@ -287,6 +287,8 @@ def validate(cfg):
             (section.batch_size >= 1, f"{name}.batch_size must be at least 1 (got {section.batch_size})"),
             (section.sample_every >= 1, f"{name}.sample_every must be at least 1 (got {section.sample_every})"),
         ]
+        if hasattr(section, "grad_clip"):  # the priors' sections: a zero or negative norm would stop learning
+            checks.append((section.grad_clip > 0, f"{name}.grad_clip must be positive (got {section.grad_clip})"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

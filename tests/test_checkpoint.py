@@ -118,6 +118,16 @@ def test_garbage_file_raises_checkpoint_error(tmp_path):
     assert len(str(info.value).splitlines()) == 1
 
 
+def test_empty_file_and_folder_raise_one_line_checkpoint_errors(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="unreadable") as info:
+        load_vqvae(str(empty))
+    assert str(empty) in str(info.value) and len(str(info.value).splitlines()) == 1
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_vqvae(str(tmp_path))
+
+
 def test_truncated_checkpoint_raises_checkpoint_error(saved_pair, tmp_path):
     _, _, vq_path, _ = saved_pair
     cut = tmp_path / "cut.pt"

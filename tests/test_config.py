@@ -60,6 +60,8 @@ def test_overrides_do_not_leak_between_configs():
     ("vqvae_train.lr=-1", "vqvae_train.lr"),
     ("gpt_train.lr=0", "gpt_train.lr"),
     ("gpt_train.epochs=0", "gpt_train.epochs"),
+    ("gpt_train.grad_clip=0", "gpt_train.grad_clip"),
+    ("diffusion_train.grad_clip=-1", "diffusion_train.grad_clip"),
     ("gpt.d_model=33", "divisible"),
     ("gpt.dropout=1.0", "dropout"),
     ("sample.temperature=0", "temperature"),
