@@ -32,7 +32,7 @@ from generator import class_ids, draw_images
 from models import device as devices
 from models.prior import registered
 
-STEP_COUNTS = "4,8,16,32"  # reverse steps tried for the priors that have them (--steps)
+STEP_COUNTS = (4, 8, 16, 32)  # reverse steps tried for the priors that have them (--steps)
 
 
 def timed(fn, repeats, warmup=1):
@@ -210,6 +210,15 @@ def compare_priors(entries, cfg, device, dtype, n, step_counts):
     return references
 
 
+def positive_ints(text):
+    """'4,8,16' -> [4, 8, 16]; None when any item is not a positive integer."""
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        return None
+    return values if all(v >= 1 for v in values) else None
+
+
 def main(argv=None):
     parser = config.make_parser("Benchmark sampling/training speed and quality of every trained prior.")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (after one warm-up)")
@@ -217,15 +226,14 @@ def main(argv=None):
     parser.add_argument("--sweep", action="store_true", help="the GPT's FID / precision / recall vs temperature")
     parser.add_argument("--temperatures", default="0.5,0.75,1.0,1.25,1.5")
     parser.add_argument("--n", type=int, default=10_000, help="samples per temperature and per quality row")
-    parser.add_argument("--steps", default=STEP_COUNTS, help="reverse-step counts for the priors that have them")
+    parser.add_argument("--steps", default=",".join(map(str, STEP_COUNTS)),
+                        help="reverse-step counts for the priors that have them")
     parser.add_argument("--report", action="store_true", help="write RESULTS.md (implies --sweep)")
     parser.add_argument("--out", default="RESULTS.md", help="where --report writes")
     args, cfg = config.parse_config(parser, argv)
-    try:
-        args.steps = [int(s) for s in args.steps.split(",")]
-        assert all(s >= 1 for s in args.steps)
-    except (ValueError, AssertionError):
-        sys.exit(f"error: --steps {args.steps!r} must be positive integers separated by commas, e.g. 4,8,16")
+    args.steps = positive_ints(args.steps)
+    if args.steps is None:
+        sys.exit("error: --steps must be positive integers separated by commas, e.g. 4,8,16")
     try:
         run(cfg, args, argv if argv is not None else sys.argv[1:])
     except (CheckpointError, data.DataError) as e:

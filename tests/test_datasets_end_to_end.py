@@ -6,8 +6,6 @@ One torch thread per process (see test_end_to_end.py); every output goes under t
 """
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,34 +14,19 @@ from PIL import Image
 
 import data
 from test_data import write_cifar_archive
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def run(script, *args, check=True):
-    result = subprocess.run([sys.executable, script, "--preset", "tiny", *args], cwd=REPO, env=ENV,
-                            capture_output=True, text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def one_line_error(result):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
+from test_end_to_end import assert_one_line_error, grid_size_px, run
 
 
 def png(path):
+    """(mode, size, pixels as int16 RGB) of a complete, valid PNG."""
     with Image.open(path) as image:
         image.verify()
     with Image.open(path) as image:
         return image.mode, image.size, np.asarray(image.convert("RGB")).astype(np.int16)
 
 
-def grid_width(cols, tile, pad=2):
-    return cols * (tile + pad) + pad
+def grid_width(cols, tile):
+    return grid_size_px(1, cols, tile)[0]
 
 
 # --- Fashion-MNIST: every script ------------------------------------------------------------------------------------
@@ -103,13 +86,14 @@ def test_fashion_report_is_its_own_section_beside_the_others(fashion):
 
 
 def test_a_checkpoint_of_one_dataset_is_refused_on_another(fashion):
-    root, args, _ = fashion
+    root, _, _ = fashion
     ck = root / "ck" / "fashion_mnist"
     mnist_dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
-    line = one_line_error(run("generator.py", *mnist_dirs, "--prior", str(ck / "gpt.pt"), check=False))
-    assert "fashion_mnist" in line and "data.dataset=fashion_mnist" in line
-    line = one_line_error(run("transformer_train.py", *mnist_dirs, "--vqvae", str(ck / "vqvae.pt"), check=False))
-    assert "fashion_mnist" in line and not (root / "ck" / "gpt.pt").exists()
+    assert_one_line_error(run("generator.py", *mnist_dirs, "--prior", str(ck / "gpt.pt"), check=False),
+                          "fashion_mnist", "data.dataset=fashion_mnist")
+    assert_one_line_error(run("transformer_train.py", *mnist_dirs, "--vqvae", str(ck / "vqvae.pt"), check=False),
+                          "fashion_mnist")
+    assert not (root / "ck" / "gpt.pt").exists()
 
 
 # --- CIFAR-10: colour, from an archive in its own format ------------------------------------------------------------
