@@ -27,7 +27,8 @@ import config
 import data
 import evaluate
 import training
-from checkpoint import CheckpointError, default_path, load_file, load_pair, load_vqvae, tokenizer_beside
+from files import WriteError, atomic_write
+from checkpoint import CheckpointError, default_path, find_tokenizer, load_file, load_pair, load_vqvae
 from generator import class_ids, draw_images
 from models import device as devices
 from models.prior import registered
@@ -158,7 +159,7 @@ def load_priors(cfg, device):
             continue  # a tokenizer, the classifier, ...
         prior, vqvae, ckpt = load_pair(path, None, device, dataset=cfg.data.dataset)
         found.append({"label": prior.title, "name": prior.name, "prior": prior, "vqvae": vqvae, "ckpt": ckpt,
-                      "vqvae_path": tokenizer_beside(path, ckpt)})
+                      "vqvae_path": find_tokenizer(path, ckpt)})
     order = list(config.PRIORS)
     found[1:] = sorted(found[1:], key=lambda e: order.index(e["prior"].kind) if e["prior"].kind in order else len(order))
     for entry in found:
@@ -236,7 +237,7 @@ def main(argv=None):
         sys.exit("error: --steps must be positive integers separated by commas, e.g. 4,8,16")
     try:
         run(cfg, args, argv if argv is not None else sys.argv[1:])
-    except (CheckpointError, data.DataError) as e:
+    except (CheckpointError, data.DataError, WriteError) as e:
         sys.exit(f"error: {e}")
 
 
@@ -441,10 +442,11 @@ def write_section(path, spec, text):
         new = old[:old.index(begin)] + section + old[old.index(end) + len(end):]
     else:
         new = old.rstrip("\n") + "\n\n" + section + "\n"
-    tmp_path = f"{path}.tmp{os.getpid()}"
-    with open(tmp_path, "w") as f:
-        f.write(new)
-    os.replace(tmp_path, path)
+    def write(tmp_path):
+        with open(tmp_path, "w") as f:
+            f.write(new)
+
+    atomic_write(path, write)
 
 
 

@@ -7,11 +7,13 @@ checkpoint records the `tokenizer_id` it was trained on and its tokenizer's desc
 pairing it with another tokenizer is caught.
 """
 import hashlib
+import io
 import os
 
 import torch
 
 import config as config_module
+from files import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -19,18 +21,22 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj, path):
-    """Write to a temp file in the same folder, then rename: a kill mid-save leaves the old file intact."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    """Write to a temp file in the same folder, then rename: a kill mid-save leaves the old file intact, and a full
+    or read-only disk a one-line files.WriteError. The bytes are built in memory first because torch.save reports a
+    failed write as an opaque RuntimeError, while a plain file write raises the OSError that says why."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+
+    def write(tmp_path):
+        with open(tmp_path, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty "new" file
+
+    atomic_write(path, write)
 
 
-def load_file(path, what="checkpoint", hint=""):
+def load_file(path, what="checkpoint", hint="", remedy="delete it and train again"):
     if not os.path.exists(path):
         raise CheckpointError(f"no {what} at {path}{hint}")
     if os.path.isdir(path):
@@ -38,17 +44,49 @@ def load_file(path, what="checkpoint", hint=""):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # an empty file raises an empty message
-        raise CheckpointError(f"{what} {path} is unreadable ({reason[:120]}); "
-                              f"delete it and train again") from None
+        raise CheckpointError(f"{what} {path} is unreadable ({unreadable_reason(e)}); {remedy}") from None
+
+
+def unreadable_reason(e):
+    """Why torch.load failed, in a few words. Its messages are long: a file that is not a torch file at all (random
+    bytes, a text file) is said to be so, instead of quoting the weights_only advice torch appends."""
+    text = str(e).strip()
+    if isinstance(e, EOFError) or not text:
+        return "the file is empty or cut short"
+    if "weights_only" in text and ("Unsupported global" in text or "GLOBAL" in text):
+        return "it holds pickled code, which is never run"
+    if isinstance(e, __import__("pickle").UnpicklingError) or "invalid load key" in text or "zip archive" in text:
+        return "not a PyTorch file, or a damaged one"
+    first = text.splitlines()[0]
+    return first if len(first) <= 120 else first[:first.rfind(" ", 0, 120)] + " ..."
+
+
+def check_layout(ckpt, path, keys=("kind", "model")):
+    """A dict with the keys a checkpoint of this repo has, its weights a dict (a hand-made file is refused here, not
+    with a KeyError deep inside a script)."""
+    missing = [key for key in keys if not isinstance(ckpt, dict) or key not in ckpt]
+    if not missing and not all(isinstance(ckpt[key], dict) for key in ("model", "config") if key in keys):
+        missing = ["weights and config as dicts"]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of this repo (it lacks {', '.join(missing)}); "
+                              f"give a file written by its training scripts")
+
+
+def check_finite(ckpt, path):
+    """Weights with NaN or inf would draw black images without a word; refuse them."""
+    bad = [name for name, tensor in ckpt["model"].items()
+           if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite weights ({bad[0]}{' and others' if len(bad) > 1 else ''}); "
+                              f"its training diverged: retrain it with a lower learning rate")
 
 
 def load_checkpoint(path, kind, hint=""):
     ckpt = load_file(path, hint=hint)
-    if not isinstance(ckpt, dict) or "kind" not in ckpt:
-        raise CheckpointError(f"{path} is not a checkpoint of this repo")
+    check_layout(ckpt, path)
     if ckpt["kind"] != kind:
         raise CheckpointError(f"{path} holds a {ckpt['kind']} model, but a {kind} checkpoint was expected")
+    check_finite(ckpt, path)
     return ckpt
 
 
@@ -94,18 +132,35 @@ def check_dataset(ckpt, path, dataset):
                               f"run with --set data.dataset={found} (or train one for {dataset})")
 
 
-def load_vqvae(path, device="cpu", dataset=None):
+def load_vqvae(path, device="cpu", dataset=None, preset=None):
     """Rebuild a VQ-VAE from its checkpoint alone: (model in eval mode, checkpoint dict). dataset: refuse a tokenizer
-    trained on another one."""
+    trained on another one; preset: the run's, for the hint on how to train a missing one."""
     from models.vqvae import VQVAE
     preset = config_module.tokenizer_preset(dataset or config_module.DataConfig.dataset,
-                                            "multiscale" in os.path.basename(path))
+                                            "multiscale" in os.path.basename(path), preset)
     ckpt = load_checkpoint(path, "vqvae", hint=f"; train one first with: python vqvae_train.py"
                                                f"{' --preset ' + preset if preset else ''}")
     check_dataset(ckpt, path, dataset)
-    model = VQVAE(config_module.from_dict(config_module.VQVAEConfig, ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    model = rebuild(path, lambda: VQVAE(config_module.from_dict(config_module.VQVAEConfig, ckpt["config"])), ckpt)
     return model.to(device).eval(), ckpt
+
+
+def rebuild(path, build, ckpt):
+    """build() the model its config describes and load its weights; a config or weights that do not fit (a
+    hand-edited file) is one line, not a traceback from inside the model."""
+    check_layout(ckpt, path, keys=("kind", "model", "config", "tokenizer_id"))
+    try:
+        model = build()
+        model.load_state_dict(ckpt["model"])
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({reason}); "
+                              f"give a file written by this repo's training scripts") from None
+    if "tokenizer_id" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this repo (it lacks tokenizer_id)")
+    return model
 
 
 def build_prior(kind, cfg_dict, tokens, vqvae=None):
@@ -124,12 +179,11 @@ def load_prior(path, device="cpu"):
     from models.prior import registered
     kinds = ", ".join(registered())
     ckpt = load_file(path, hint=f"; train one first with: python transformer_train.py --prior KIND ({kinds})")
-    if not isinstance(ckpt, dict) or ckpt.get("kind") in (None, "vqvae", "classifier"):
-        what = ckpt.get("kind") if isinstance(ckpt, dict) else None
-        raise CheckpointError(f"{path} holds {'a ' + what + ' model' if what else 'no checkpoint of this repo'}, "
-                              f"but a prior ({kinds}) was expected")
-    model = build_prior(ckpt["kind"], ckpt["config"], ckpt)
-    model.load_state_dict(ckpt["model"])
+    check_layout(ckpt, path)
+    if ckpt["kind"] in ("vqvae", "classifier"):
+        raise CheckpointError(f"{path} holds a {ckpt['kind']} model, but a prior ({kinds}) was expected")
+    check_finite(ckpt, path)
+    model = rebuild(path, lambda: build_prior(ckpt["kind"], ckpt["config"], ckpt), ckpt)
     return model.to(device).eval(), ckpt
 
 
@@ -140,12 +194,27 @@ def tokenizer_beside(prior_path, prior_ckpt):
     return os.path.join(os.path.dirname(prior_path), name)
 
 
+def find_tokenizer(prior_path, prior_ckpt):
+    """The prior's own tokenizer: the one beside it, or the path its training run recorded (`--vqvae OTHER`),
+    whichever exists and carries the tokenizer_id the prior was trained on; failing that, the first that exists
+    (load_pair then names the mismatch), or the one beside it (load_vqvae then says how to train one)."""
+    beside = tokenizer_beside(prior_path, prior_ckpt)
+    candidates = [p for p in dict.fromkeys([beside, prior_ckpt.get("vqvae_path")]) if p and os.path.isfile(p)]
+    for path in candidates:
+        try:
+            if load_file(path).get("tokenizer_id") == prior_ckpt["tokenizer_id"]:
+                return path
+        except (CheckpointError, AttributeError):
+            continue
+    return candidates[0] if candidates else beside
+
+
 def load_pair(prior_path, vqvae_path=None, device="cpu", dataset=None):
     """A prior and the tokenizer it was trained on; refuses a tokenizer with other weights, and either of them when
     trained on another dataset than `dataset` (None: any). vqvae_path=None: the tokenizer beside the prior."""
     prior, prior_ckpt = load_prior(prior_path, device)
     check_dataset(prior_ckpt, prior_path, dataset)
-    vqvae_path = vqvae_path or tokenizer_beside(prior_path, prior_ckpt)
+    vqvae_path = vqvae_path or find_tokenizer(prior_path, prior_ckpt)
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset)
     if prior_ckpt["tokenizer_id"] != vqvae_ckpt["tokenizer_id"]:
         raise CheckpointError(

@@ -10,6 +10,7 @@ Invalid values stop the script at start with one line that says what to change.
 """
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class SampleConfig:
 
 @dataclass
 class Config:
+    preset: str = "mnist"          # the preset this config was built from (build_config sets it; hints name its kin)
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | mps
     amp: str = "auto"              # auto | off | bf16 | fp16 (auto: MPS fp16, CUDA bf16/fp16, CPU off)
@@ -187,15 +189,31 @@ PRESETS["tiny_var"] = PRESETS["tiny"] + ["vqvae.scales=(1,2,3,4)"]
 PRESETS["cifar10_var"] = PRESETS["cifar10"] + ["vqvae.scales=(1,2,3,4,5,6,8)"]  # VAR's own plan up to 8x8: 155 tokens
 
 
-def tokenizer_preset(dataset, multiscale):
-    """The preset that trains a dataset's tokenizer (VAR's multi-scale one: `<dataset>_var`), for hints; "" when
-    it is the default preset or none is named for that dataset."""
+def preset_dataset(name):
+    """The dataset a preset trains on (its data.dataset assignment, else the default)."""
+    chosen = [a.split("=", 1)[1] for a in PRESETS[name] if a.startswith("data.dataset=")]
+    return chosen[-1] if chosen else DataConfig.dataset
+
+
+def tokenizer_preset(dataset, multiscale, preset=None):
+    """The preset that trains the tokenizer a hint should name, "" for the default one: the run's own preset or its
+    `_var` sibling (tiny -> tiny_var), else the dataset's (VAR's multi-scale one: `<dataset>_var`)."""
+    if preset:
+        base = preset[:-len("_var")] if preset.endswith("_var") else preset
+        name = f"{base}_var" if multiscale else base
+        if name in PRESETS and preset_dataset(name) == dataset:
+            return "" if name == "mnist" else name
     name = f"{dataset}_var" if multiscale else dataset
     return name if name in PRESETS and name != "mnist" else ""
 
 
 class ConfigError(ValueError):
     """A bad configuration value; scripts print its message as one line and exit."""
+
+
+def positive_finite(value):
+    """A usable temperature or guidance scale: NaN fails every comparison, so `> 0` alone would let inf through."""
+    return math.isfinite(value) and value > 0
 
 
 def _parse_value(text, current):
@@ -256,20 +274,32 @@ def validate(cfg):
         (v.code_dim >= 1, f"vqvae.code_dim must be at least 1 (got {v.code_dim})"),
         (len(v.channels) == 3 and min(v.channels) >= 1, "vqvae.channels needs three positive widths, e.g. (32,64,128)"),
         (0.0 < v.ema_decay < 1.0, f"vqvae.ema_decay must be in (0, 1) (got {v.ema_decay})"),
+        # the multi-scale quantizer divides by it; 0 turns the first loss into NaN, reported as divergence
+        (v.commitment_weight > 0, f"vqvae.commitment_weight must be positive (got {v.commitment_weight})"),
+        (v.dead_code_threshold >= 0, f"vqvae.dead_code_threshold must be 0 (never restart) or positive "
+                                     f"(got {v.dead_code_threshold})"),
         (cfg.diffusion.noise in ("mask", "uniform"),
          f"diffusion.noise must be mask or uniform (got {cfg.diffusion.noise!r})"),
         (cfg.diffusion.steps >= 1, f"diffusion.steps must be at least 1 (got {cfg.diffusion.steps})"),
-        (cfg.sample.temperature > 0, f"sample.temperature must be positive (got {cfg.sample.temperature})"),
+        (positive_finite(cfg.sample.temperature),
+         f"sample.temperature must be a finite number above 0 (got {cfg.sample.temperature})"),
         (cfg.sample.top_k >= 0, f"sample.top_k must be 0 (off) or positive (got {cfg.sample.top_k})"),
-        (len(cfg.sample.temperatures) > 0 and min(cfg.sample.temperatures) > 0,
-         f"sample.temperatures must be positive (got {cfg.sample.temperatures})"),
-        (cfg.sample.cfg_scale > 0, f"sample.cfg_scale must be positive (got {cfg.sample.cfg_scale})"),
+        (len(cfg.sample.temperatures) > 0 and all(map(positive_finite, cfg.sample.temperatures)),
+         f"sample.temperatures must be finite numbers above 0 (got {cfg.sample.temperatures})"),
+        (positive_finite(cfg.sample.cfg_scale),
+         f"sample.cfg_scale must be a finite number above 0 (got {cfg.sample.cfg_scale})"),
         (cfg.sample.batch_size >= 1 and cfg.sample.per_class >= 1,
          "sample.batch_size and sample.per_class must be at least 1"),
         (cfg.data.train_limit >= 0 and cfg.data.test_limit >= 0,
          "data.train_limit and data.test_limit must be 0 (all) or positive"),
         (cfg.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps (got {cfg.device!r})"),
         (cfg.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16 (got {cfg.amp!r})"),
+        (0 <= cfg.seed < 2 ** 32, f"seed (--seed) must be in [0, 2**32 - 1], numpy's range (got {cfg.seed})"),
+        # 0 would crash after a whole epoch, a negative count would silently show all but that many
+        (cfg.vqvae_train.num_show >= 1, f"vqvae_train.num_show must be at least 1 (got {cfg.vqvae_train.num_show})"),
+        # steps count from 1: a snapshot at 0 or below would never be taken
+        (all(s >= 1 for s in cfg.vqvae_train.snapshot_steps),
+         f"vqvae_train.snapshot_steps must be step numbers of at least 1 (got {cfg.vqvae_train.snapshot_steps})"),
     ]
     priors = prior_sections(cfg)
     for name in priors:
@@ -279,6 +309,7 @@ def validate(cfg):
             (g.n_layer >= 1 and g.n_head >= 1, f"{name}.n_layer and {name}.n_head must be at least 1"),
             (0.0 <= g.dropout < 1.0 and 0.0 <= g.class_dropout <= 1.0,
              f"{name}.dropout and {name}.class_dropout must be in [0, 1)"),
+            (g.mlp_ratio >= 1, f"{name}.mlp_ratio must be at least 1 (got {g.mlp_ratio}); 0 drops the MLPs"),
         ]
     for name, section in (("vqvae_train", cfg.vqvae_train), *((f"{p}_train", getattr(cfg, f"{p}_train")) for p in priors)):
         checks += [
@@ -286,9 +317,17 @@ def validate(cfg):
             (section.epochs >= 1, f"{name}.epochs must be at least 1 (got {section.epochs})"),
             (section.batch_size >= 1, f"{name}.batch_size must be at least 1 (got {section.batch_size})"),
             (section.sample_every >= 1, f"{name}.sample_every must be at least 1 (got {section.sample_every})"),
+            # AdamW refuses a negative decay with a traceback, and only when the optimizer is built
+            (section.weight_decay >= 0, f"{name}.weight_decay must be 0 or positive (got {section.weight_decay})"),
         ]
         if hasattr(section, "grad_clip"):  # the priors' sections: a zero or negative norm would stop learning
-            checks.append((section.grad_clip > 0, f"{name}.grad_clip must be positive (got {section.grad_clip})"))
+            checks += [
+                (section.grad_clip > 0, f"{name}.grad_clip must be positive (got {section.grad_clip})"),
+                # a negative warmup starts the cosine part-way; a ratio outside [0, 1] ends below 0 or above lr
+                (section.warmup_steps >= 0, f"{name}.warmup_steps must be 0 or more (got {section.warmup_steps})"),
+                (0.0 <= section.min_lr_ratio <= 1.0,
+                 f"{name}.min_lr_ratio must be in [0, 1] (got {section.min_lr_ratio})"),
+            ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
@@ -321,7 +360,7 @@ def build_config(preset="mnist", overrides=(), seed=None, device=None):
     """Defaults -> preset -> --set overrides -> explicit flags -> the dataset's fields, then validation."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    cfg = Config()
+    cfg = Config(preset=preset)
     for assignment in [*PRESETS[preset], *overrides]:
         apply_override(cfg, assignment)
     if seed is not None:
@@ -331,9 +370,17 @@ def build_config(preset="mnist", overrides=(), seed=None, device=None):
     return validate(follow_dataset(cfg, overrides))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors (unknown flag, `--n ten`, a missing value) as one `error:` line, like every other
+    error of the scripts, instead of a usage block above the message."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def make_parser(description):
     """The flags every script shares; scripts add their own on top."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = OneLineParser(description=description)
     parser.add_argument("--preset", default="mnist", help=f"named preset: {', '.join(PRESETS)}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field (repeatable)")

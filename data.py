@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from checkpoint import atomic_save, load_file
+from checkpoint import CheckpointError, atomic_save, load_file
 
 
 class DataError(RuntimeError):
@@ -312,14 +312,34 @@ def encode_split(encode_fn, images_uint8, batch_size=1000, desc="encoding"):
     return torch.cat(chunks)
 
 
-def load_or_build_tokens(data_cfg, tokenizer_id, encode_fn, log=print):
-    """{'train': (idx_NHWK, labels_N), 'test': (...)} from the cache, or encoded now and cached."""
-    path = token_cache_path(data_cfg, tokenizer_id)
-    if os.path.exists(path):
+def read_token_cache(path, tokenizer_id, log):
+    """The cached token grids, or None (and a note) when the file is damaged or not a cache of this tokenizer."""
+    try:
         cached = load_file(path, what="token cache")
-        if cached.get("tokenizer_id") == tokenizer_id:
+        if cached.get("tokenizer_id") != tokenizer_id:
+            return None
+        tokens = {split: (cached[f"{split}_idx"].long(), cached[f"{split}_labels"]) for split in ("train", "test")}
+    except (CheckpointError, AttributeError, KeyError, TypeError) as e:
+        log(f"tokens: {path} is not a usable cache ({str(e).split(';')[0][:120]}); encoding again")
+        return None
+    if any(len(idx) != len(labels) for idx, labels in tokens.values()):
+        log(f"tokens: {path} holds mismatched tokens and labels; encoding again")
+        return None
+    return tokens
+
+
+def load_or_build_tokens(data_cfg, tokenizer_id, encode_fn, log=print):
+    """{'train': (idx_NHWK, labels_N), 'test': (...)} from the cache, or encoded now and cached. A cache that cannot
+    be read, or holds something else, is encoded again: it is only ever a copy of what the tokenizer computes."""
+    path = token_cache_path(data_cfg, tokenizer_id)
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a folder, but the token cache file belongs there; remove it (the cache is "
+                        f"rebuilt on the next run)")
+    if os.path.exists(path):
+        cached = read_token_cache(path, tokenizer_id, log)
+        if cached is not None:
             log(f"tokens: loaded from {path}")
-            return {split: (cached[f"{split}_idx"].long(), cached[f"{split}_labels"]) for split in ("train", "test")}
+            return cached
     tokens, payload = {}, {"tokenizer_id": tokenizer_id}
     for split, train in (("train", True), ("test", False)):
         images, labels = load_split(data_cfg, train)

@@ -8,6 +8,9 @@
     python evaluate.py samples.npz --prior var            # score a file; reference rows from VAR's tokenizer
     python evaluate.py samples.npz --json                 # one JSON line instead of the table
 
+The drawing flags (--n, --temperature, --cfg, --steps, --batch-size) are checked as generator.py checks them, and
+refused with an npz (its samples are already drawn). An npz's labels must be class ids or -1 (unconditional).
+
 Metrics, all in the classifier's 128-d penultimate feature space, against the dataset's test set:
   FID   Frechet distance between Gaussian fits (Heusel et al. 2017), the classifier standing in for Inception
   KID   unbiased squared MMD with the cubic polynomial kernel (Binkowski et al. 2018), x1000, on features divided
@@ -35,11 +38,15 @@ import config
 import data
 from checkpoint import (CheckpointError, atomic_save, check_dataset, default_path, load_checkpoint, load_pair,
                         load_vqvae, prior_path, tokenizer_path)
+from files import WriteError
+from generator import FlagError, check_sampling_flags, check_steps, class_ids, draw_images, flag
 from models import device as devices
 from models.classifier import Classifier
 
 
 MIN_SAMPLES = 4  # precision/recall need each point's 3 nearest neighbours
+DRAW_N = 10_000  # default of --n
+DRAWING_FLAGS = ("n", "temperature", "steps", "cfg", "batch_size")  # read only when evaluate.py draws the samples
 
 
 class SampleFileError(ValueError):
@@ -163,9 +170,13 @@ def classify(model, images_uint8, device, batch_size=1000):
 
 # --- reports ------------------------------------------------------------------------------------------------------
 
-def read_samples(path, image_shape=(1, 28, 28)):
-    """images (uint8 N x C x H x W, as the dataset's image_shape) and labels (int64 N) from a generator.py --save
-    file, checked."""
+def read_samples(path, image_shape=None, num_classes=None):
+    """images (uint8 N x C x H x W, as the dataset's image_shape) and labels (int64 N: a class id, or -1 for an
+    unconditional sample) from a generator.py --save file, checked. Shape and classes default to the default
+    dataset's."""
+    spec = data.dataset(config.DataConfig.dataset)
+    image_shape = tuple(spec.image_shape if image_shape is None else image_shape)
+    num_classes = spec.num_classes if num_classes is None else num_classes
     if not os.path.exists(path):
         raise SampleFileError(f"no sample file at {path}; make one with: python generator.py --n 10000 --save {path}")
     try:
@@ -184,6 +195,11 @@ def read_samples(path, image_shape=(1, 28, 28)):
     if labels.dtype != np.int64 or labels.shape != (len(images),):
         raise SampleFileError(f"{path}: labels must be int64 of shape ({len(images)},) (got {labels.dtype} "
                               f"{labels.shape})")
+    # any other label would be scored wrongly without a word: 42 as a miss, -7 as unconditional
+    bad = labels[(labels < -1) | (labels >= num_classes)]
+    if len(bad):
+        raise SampleFileError(f"{path}: labels must be -1 (unconditional) or a class id in 0..{num_classes - 1} "
+                              f"(found {bad[0]}, in {len(bad)} of {len(labels)} samples)")
     if len(images) < MIN_SAMPLES:
         raise SampleFileError(f"{path} holds {len(images)} samples; scoring needs at least {MIN_SAMPLES} (k=3 nearest "
                               f"neighbours); make more with: python generator.py --n 10000 --save {path}")
@@ -246,20 +262,21 @@ def main(argv=None):
     parser = config.make_parser("Score generated images with the repo's classifier of the dataset.")
     parser.add_argument("samples", nargs="?", help="npz from generator.py --save (omit to draw from checkpoints)")
     parser.add_argument("--train-classifier", action="store_true", help="(re)train checkpoints/classifier.pt")
-    parser.add_argument("--n", type=int, default=10_000, help="samples to draw when no npz is given")
+    parser.add_argument("--n", type=int, default=None, help=f"samples to draw when no npz is given (default {DRAW_N})")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature when drawing")
     parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path")
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps when drawing")
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale when drawing (default: config)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="samples drawn at once when drawing (default: config.sample.batch_size)")
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args, cfg = config.parse_config(parser, argv)
-    if args.n < MIN_SAMPLES:
-        sys.exit(f"error: --n must be at least {MIN_SAMPLES} (got {args.n})")
     try:
+        check_flags(args)
         report = evaluate(cfg, args)
-    except (CheckpointError, SampleFileError, data.DataError) as e:
+    except (FlagError, CheckpointError, SampleFileError, data.DataError, WriteError) as e:
         sys.exit(f"error: {e}")
     if report is None:
         return
@@ -272,6 +289,18 @@ def main(argv=None):
               f"{report['likelihood']['bits_per_image']:.1f} bits/image")
 
 
+def check_flags(args):
+    """The drawing flags' values (generator.py's check; --n at least MIN_SAMPLES), and none of them given when
+    nothing is drawn: ignoring `--temperature` on an npz would report numbers the user did not ask for."""
+    check_sampling_flags(args, min_n=MIN_SAMPLES)
+    if args.samples or args.train_classifier:
+        where = "when scoring an npz" if args.samples else "when only training the classifier"
+        for name in DRAWING_FLAGS:
+            if getattr(args, name) is not None:
+                raise FlagError(f"{flag(name)} does nothing {where}; it is read when evaluate.py draws its own "
+                                f"samples (no npz given)")
+
+
 def evaluate(cfg, args):
     device = devices.pick_device(cfg.device)
     classifier_path = default_path(cfg, "classifier")
@@ -280,7 +309,8 @@ def evaluate(cfg, args):
         if not args.samples:
             return None
     spec = data.dataset(cfg.data.dataset)
-    samples = read_samples(args.samples, spec.image_shape) if args.samples else None  # checked before any work
+    # checked before any work
+    samples = read_samples(args.samples, spec.image_shape, spec.num_classes) if args.samples else None
     classifier = load_classifier(classifier_path, device, spec.name)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     _, test_feats = classify(classifier, test_images, device)
@@ -289,6 +319,7 @@ def evaluate(cfg, args):
     prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
     if samples is None or os.path.exists(path):
         prior, vqvae, _ = load_pair(path, args.vqvae, device, dataset=spec.name)
+        check_steps(prior, args.steps)
         if prior.exact_likelihood:
             info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
     elif os.path.exists(args.vqvae or tokenizer_path(cfg, multiscale=False)):  # reference rows without a prior
@@ -297,15 +328,16 @@ def evaluate(cfg, args):
         images, labels = samples
         name = os.path.basename(args.samples)
     else:
-        from generator import class_ids, draw_images
+        n = args.n or DRAW_N
         temperature = cfg.sample.temperature if args.temperature is None else args.temperature
-        cfg_scale = cfg.sample.cfg_scale if getattr(args, "cfg", None) is None else args.cfg
-        classes, labels = class_ids(args.n, prior, unconditional=False)
+        cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
+        batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
+        classes, labels = class_ids(n, prior, unconditional=False)
         t0 = time.time()
         images = data.to_uint8(draw_images(prior, vqvae, classes, device, devices.amp_dtype(device, cfg.amp),
-                                           temperature, cfg.sample.top_k, cfg_scale, cfg.sample.batch_size,
-                                           cfg.seed, steps=getattr(args, "steps", None), progress=True))
-        info["sampling_images_per_s"] = args.n / (time.time() - t0)
+                                           temperature, cfg.sample.top_k, cfg_scale, batch_size,
+                                           cfg.seed, steps=args.steps, progress=True))
+        info["sampling_images_per_s"] = n / (time.time() - t0)
         name = f"samples (T={temperature})"
     n = len(images)
     if not args.no_reference:

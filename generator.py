@@ -10,6 +10,9 @@
     python generator.py --preset fashion_mnist            # from checkpoints/fashion_mnist/gpt.pt
     python generator.py --prior diffusion --show-process  # the reverse process as a strip and a GIF
 
+The four modes (grids, --save, --edit, --show-process) are separate, and a flag the chosen mode would ignore
+(--n without --save, --edit-images without --edit, ...) is refused in one line rather than dropped.
+
 The prior's kind is read from its checkpoint; the tokenizer defaults to the one beside it (vqvae.pt, or
 vqvae_multiscale.pt for VAR). Grid rows are named by class. The npz holds `images` (uint8, N x C x H x W, 0 = black)
 and `labels` (int64, the class each sample was conditioned on, or -1 when unconditional).
@@ -21,6 +24,7 @@ at every scale; diffusion starts with only the re-drawn tokens corrupted. Each g
 """
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -29,12 +33,42 @@ from tqdm import tqdm
 
 import config
 import data
+import files
 import training
 from checkpoint import CheckpointError, load_pair, prior_path
 from models import device as devices
 from models.prior import priors_with
 
 EDITS = ("inpaint", "outpaint", "complete")
+SAVE_N, EDIT_IMAGES, EDIT_SAMPLES = 10_000, 8, 4  # defaults of --n, --edit-images, --edit-samples
+
+
+class FlagError(ValueError):
+    """A bad or pointless command-line flag; scripts print its message as one line."""
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def check_sampling_flags(args, min_n=1):
+    """The sampling flags' values, for every script that draws (generator.py, evaluate.py): each one the script has
+    and the user gave must be usable. Checked before any checkpoint is loaded, so a typo costs no time."""
+    for name in ("temperature", "cfg"):
+        value = getattr(args, name, None)
+        if value is not None and not config.positive_finite(value):
+            raise FlagError(f"{flag(name)} must be a finite number above 0 (got {value})")
+    for name, low in (("top_k", 0), ("steps", 1), ("batch_size", 1), ("n", min_n)):
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise FlagError(f"{flag(name)} must be at least {low} (got {value})")
+
+
+def check_steps(prior, steps):
+    """--steps only for priors with reverse steps (the others' sample() would raise a ValueError)."""
+    if steps is not None and not prior.sampling_steps:
+        kinds = ", ".join(priors_with(lambda c: c.sampling_steps))
+        raise CheckpointError(f"--steps is for priors with reverse steps ({kinds}); the {prior.kind} prior has none")
 
 
 @torch.no_grad()
@@ -47,7 +81,9 @@ def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0
     prior.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     chunks = []
-    for i in tqdm(range(0, len(classes_N), batch_size), desc="sampling", disable=not progress, leave=False):
+    bar = tqdm(range(0, len(classes_N), batch_size), desc="sampling", leave=False,
+               disable=None if progress else True)  # None: a bar on a terminal, none into a pipe or a log file
+    for i in bar:
         classes = classes_N[i:i + batch_size].to(device)
         with devices.autocast(device, dtype):
             tokens_BL = prior.sample(classes, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale,
@@ -67,10 +103,28 @@ def class_ids(n, prior, unconditional):
 
 
 def save_npz(path, images_N1HW, labels_N):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = f"{path}.tmp{os.getpid()}.npz"
-    np.savez_compressed(tmp_path, images=data.to_uint8(images_N1HW).numpy(), labels=labels_N.numpy().astype(np.int64))
-    os.replace(tmp_path, path)
+    """images (uint8) and labels (int64) to an npz, atomically; a files.WriteError when it cannot be written."""
+    arrays = dict(images=data.to_uint8(images_N1HW).numpy(), labels=labels_N.numpy().astype(np.int64))
+
+    def write(tmp_path):
+        with open(tmp_path, "wb") as f:  # a file object: numpy appends no .npz to a --save name without one
+            np.savez_compressed(f, **arrays)
+
+    files.atomic_write(path, write)
+
+
+def check_writable(path):
+    """Fail in one line before any sampling when `path` cannot be written (a file where a folder should be, a
+    read-only folder), rather than after minutes of drawing. A probe file, since os.access says yes to root."""
+    if os.path.isdir(path):
+        raise files.WriteError(f"cannot write {path}: it is a folder; give a file name, "
+                               f"e.g. {os.path.join(path, 'samples.npz')}")
+    files.make_folder(path)
+    try:
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), prefix=".write_check"):
+            pass
+    except OSError as e:
+        raise files.WriteError(files.describe_os_error(e, path)) from None
 
 
 # --- editing ---------------------------------------------------------------------------------------------------------
@@ -109,15 +163,22 @@ def masked_view(images_B1HW, cells_hh):
     return torch.where(pixels.bool(), torch.zeros_like(images_B1HW), images_B1HW)
 
 
-@torch.no_grad()
-def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples_per_image, temperature, top_k,
-                cfg_scale, seed):
-    """Rows of [original, masked, result 1..n] for each image; returns (images, columns per row)."""
+def check_edit(prior, edit):
+    """The edit exists and this prior can do it."""
     if edit not in EDITS:
         raise ValueError(f"--edit must be one of {', '.join(EDITS)}")
     if edit not in prior.edits:
         raise CheckpointError(f"the {prior.kind} prior can only --edit {' or '.join(prior.edits) or 'nothing'}; "
                               f"{edit} needs --prior {' or --prior '.join(priors_with(lambda c: edit in c.edits))}")
+
+
+@torch.no_grad()
+def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples_per_image, temperature, top_k,
+                cfg_scale, seed, steps=None, use_cache=True):
+    """Rows of [original, masked, result 1..n] for each image; returns (images, columns per row).
+
+    steps: reverse steps (priors with them; None = their config); use_cache: KV cache on/off (priors with one)."""
+    check_edit(prior, edit)
     x = data.to_model_range(images_uint8).to(device)
     known_BL = vqvae.encode_sequence(x).repeat_interleave(samples_per_image, 0)
     classes = labels.to(device).repeat_interleave(samples_per_image)
@@ -126,7 +187,8 @@ def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples
     prior.eval()
     with devices.autocast(device, dtype):
         tokens = prior.sample(classes, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale, generator=generator,
-                              known_BL=known_BL, known_mask_BL=keep_L.expand_as(known_BL))
+                              known_BL=known_BL, known_mask_BL=keep_L.expand_as(known_BL), steps=steps,
+                              use_cache=use_cache)
         results = vqvae.decode_sequence(tokens).float().clamp(-1, 1).cpu()
     x = x.cpu()
     masked = masked_view(x, redraw_cells(vqvae.cfg.grid_size, edit))
@@ -180,6 +242,48 @@ def save_reverse_process(prior, vqvae, device, dtype, path_prefix, seed, steps=N
 
 # --- the script ------------------------------------------------------------------------------------------------------
 
+# What each mode does, and the flags that only some modes read: a flag given to a mode that ignores it is refused,
+# since dropping it silently hides a mistake (`--n 5` without --save drew the full grids). --cfg, --steps and the
+# shared flags are read by every mode.
+MODES = {"grids": "when drawing grids", "save": "with --save", "edit": "with --edit",
+         "show_process": "with --show-process"}
+READ_BY = {
+    "temperature": ("grids", "save", "edit"),
+    "top_k": ("grids", "save", "edit"),
+    "no_kv_cache": ("grids", "save", "edit"),
+    "unconditional": ("grids", "save"),  # editing conditions on each test image's own class
+    "batch_size": ("grids", "save"),
+    "n": ("save",),
+    "edit_images": ("edit",),
+    "edit_samples": ("edit",),
+    "out": ("grids", "edit", "show_process"),  # --save names its own file
+}
+
+
+def chosen_mode(args):
+    """grids, save, edit or show_process; more than one mode flag is refused rather than one of them dropped."""
+    given = [mode for mode in ("save", "edit", "show_process") if getattr(args, mode) not in (None, False)]
+    if len(given) > 1:
+        raise FlagError(f"{' and '.join(flag(m) for m in given)} are separate modes; give one of them")
+    return given[0] if given else "grids"
+
+
+def check_flags(args):
+    """Every flag's value (the shared sampling check and the edit counts), and that the chosen mode reads it."""
+    check_sampling_flags(args)
+    for name in ("edit_images", "edit_samples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise FlagError(f"{flag(name)} must be at least 1 (got {value})")
+    mode = chosen_mode(args)
+    for name, modes in READ_BY.items():
+        if mode not in modes and getattr(args, name) not in (None, False):
+            readers = [MODES[m] for m in modes]
+            readers = " or ".join(filter(None, [", ".join(readers[:-1]), readers[-1]]))
+            raise FlagError(f"{flag(name)} does nothing {MODES[mode]}; it is read {readers}")
+    return mode
+
+
 def main(argv=None):
     parser = config.make_parser("Draw samples from a trained prior + VQ-VAE.")
     parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path "
@@ -187,76 +291,74 @@ def main(argv=None):
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="one temperature (default: the sweep in config.sample.temperatures for grids, "
-                             "config.sample.temperature for --save)")
+                             "config.sample.temperature for --save and --edit)")
     parser.add_argument("--top-k", type=int, default=None, help="keep the k most likely codes (0 = all)")
     parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps (default: diffusion.steps)")
     parser.add_argument("--unconditional", action="store_true", help='draw with the "no class" token')
-    parser.add_argument("--n", type=int, default=None, help="number of samples for --save")
+    parser.add_argument("--n", type=int, default=None, help=f"number of samples for --save (default {SAVE_N})")
     parser.add_argument("--save", default=None, metavar="FILE.npz", help="write N samples to an npz")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples drawn at once")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="samples drawn at once (default: config.sample.batch_size)")
     parser.add_argument("--no-kv-cache", action="store_true", help="GPT/VAR: recompute the prefix every step (slow)")
     parser.add_argument("--edit", choices=EDITS, default=None, help="zero-shot editing of real test images")
-    parser.add_argument("--edit-images", type=int, default=8, help="test images to edit")
-    parser.add_argument("--edit-samples", type=int, default=4, help="results per edited image")
+    parser.add_argument("--edit-images", type=int, default=None, help=f"test images to edit (default {EDIT_IMAGES})")
+    parser.add_argument("--edit-samples", type=int, default=None,
+                        help=f"results per edited image (default {EDIT_SAMPLES})")
     parser.add_argument("--show-process", action="store_true", help="diffusion: save the reverse process (PNG + GIF)")
     parser.add_argument("--out", default=None, help="folder for grids (default: _results/generator)")
     args, cfg = config.parse_config(parser, argv)
-    for name in ("temperature", "top_k", "cfg", "steps"):
-        value = getattr(args, name)
-        if value is not None and (value < 0 or (value == 0 and name != "top_k")):
-            sys.exit(f"error: --{name.replace('_', '-')} must be positive (got {value})")
-    for name in ("n", "edit_images", "edit_samples"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            sys.exit(f"error: --{name.replace('_', '-')} must be at least 1 (got {value})")
     try:
-        generate(cfg, args)
-    except (CheckpointError, data.DataError) as e:
+        generate(cfg, args, check_flags(args))
+    except (FlagError, CheckpointError, data.DataError, files.WriteError) as e:
         sys.exit(f"error: {e}")
 
 
-def generate(cfg, args):
+def generate(cfg, args, mode):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
     prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device, dataset=cfg.data.dataset)
+    check_steps(prior, args.steps)
     class_names = data.dataset(cfg.data.dataset).class_names
+    temperature = cfg.sample.temperature if args.temperature is None else args.temperature
     top_k = cfg.sample.top_k if args.top_k is None else args.top_k
     cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
-    batch_size = args.batch_size or cfg.sample.batch_size
+    batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
     options = dict(top_k=top_k, cfg_scale=cfg_scale, batch_size=batch_size, seed=cfg.seed,
                    use_cache=not args.no_kv_cache, steps=args.steps)
     out_dir = args.out or os.path.join(cfg.results_dir, "generator")
     tag = prior.output_prefix
     print(f"{prior.kind} prior trained {ckpt['epoch']} epochs; {devices.describe(device, dtype)}")
-    if args.steps is not None and not prior.sampling_steps:
-        raise CheckpointError(f"--steps is for priors with reverse steps ({', '.join(priors_with(lambda c: c.sampling_steps))}); "
-                              f"the {prior.kind} prior has none")
 
-    if args.show_process:
+    if mode == "show_process":
         if not prior.reverse_process:
             raise CheckpointError(f"--show-process needs a prior with a reverse process "
                                   f"(--prior {' or --prior '.join(priors_with(lambda c: c.reverse_process))})")
-        paths = save_reverse_process(prior, vqvae, device, dtype, os.path.join(out_dir, f"{tag}reverse_process"),
-                                     cfg.seed, args.steps, cfg_scale, class_names)
+        prefix = os.path.join(out_dir, f"{tag}reverse_process")
+        check_writable(f"{prefix}_strip.png")
+        paths = save_reverse_process(prior, vqvae, device, dtype, prefix, cfg.seed, args.steps, cfg_scale, class_names)
         print(f"reverse process ({prior.forward_passes(args.steps)} steps) -> {', '.join(paths)}")
         return
 
-    if args.edit:
-        images, labels = data.load_split(cfg.data, train=False)
-        temperature = cfg.sample.temperature if args.temperature is None else args.temperature
-        grid, columns = edit_images(prior, vqvae, images[:args.edit_images], labels[:args.edit_images], args.edit,
-                                    device, dtype, args.edit_samples, temperature, top_k, cfg_scale, cfg.seed)
+    if mode == "edit":
+        check_edit(prior, args.edit)  # before the folder is made
         path = os.path.join(out_dir, f"{tag}edit_{args.edit}.png")
+        check_writable(path)
+        count = args.edit_images or EDIT_IMAGES
+        samples = args.edit_samples or EDIT_SAMPLES
+        images, labels = data.load_split(cfg.data, train=False)
+        grid, columns = edit_images(prior, vqvae, images[:count], labels[:count], args.edit, device, dtype, samples,
+                                    temperature, top_k, cfg_scale, cfg.seed, steps=args.steps,
+                                    use_cache=not args.no_kv_cache)
         training.save_image_grid(grid, path, nrow=columns)
-        print(f"{args.edit}: {args.edit_images} test images x {args.edit_samples} results -> {path} "
+        print(f"{args.edit}: {len(grid) // columns} test images x {samples} results -> {path} "
               f"(columns: original, masked, results)")
         return
 
-    if args.save:
-        n = args.n or 10_000
-        temperature = cfg.sample.temperature if args.temperature is None else args.temperature
+    if mode == "save":
+        check_writable(args.save)
+        n = args.n or SAVE_N
         classes, labels = class_ids(n, prior, args.unconditional)
         t0 = time.time()
         images = draw_images(prior, vqvae, classes, device, dtype, temperature, progress=True, **options)
@@ -266,17 +368,18 @@ def generate(cfg, args):
         return
 
     temperatures = cfg.sample.temperatures if args.temperature is None else (args.temperature,)
+    uncond = "uncond_" if args.unconditional else ""
+    paths = [os.path.join(out_dir, f"{tag}{uncond}temperature_{t:.2f}.png") for t in temperatures]
+    check_writable(paths[0])
     per_class = cfg.sample.per_class
     num_classes = len(class_names)
     classes, _ = class_ids(num_classes * per_class, prior, args.unconditional)
     if not args.unconditional:
         classes = classes.view(per_class, num_classes).t().flatten()  # row r = class r
-    for temperature in temperatures:
+    for temperature, path in zip(temperatures, paths):
         t0 = time.time()
         images = draw_images(prior, vqvae, classes, device, dtype, temperature, **options)
         seconds = time.time() - t0
-        uncond = "uncond_" if args.unconditional else ""
-        path = os.path.join(out_dir, f"{tag}{uncond}temperature_{temperature:.2f}.png")
         training.save_image_grid(images, path, nrow=per_class, row_names=None if args.unconditional else class_names)
         print(f"temperature {temperature:.2f}: {len(classes)} samples in {seconds:.2f}s -> {path}")
 

@@ -1,11 +1,14 @@
 """What both training stages share: the learning-rate schedule, resuming, figures, and run bookkeeping."""
 import math
 import os
+import random
 
+import numpy as np
 import torch
 
 import config as config_module
 from checkpoint import CheckpointError, load_checkpoint
+from files import atomic_write
 
 
 def lr_at(step, total_steps, base_lr, warmup_steps=0, min_ratio=0.0):
@@ -28,15 +31,85 @@ def refuse_overwrite(path, resume, overwrite):
                               f"--overwrite, or train elsewhere with --set checkpoint_dir=DIR")
 
 
-def resume_state(path, kind, run_config):
-    """The checkpoint to continue from, after checking it was made with the same config."""
+def resume_state(path, kind, run_config, train_section):
+    """The checkpoint to continue from, after checking it was made with the same config. The one field that may
+    differ is `<train_section>.epochs`, upwards: that extends a run (see schedule_note). Returns None when the run
+    has already finished its epochs (nothing to do)."""
     ckpt = load_checkpoint(path, kind, hint="; nothing to resume, drop --resume")
-    if ckpt.get("run_config") != run_config:
-        changed = sorted(k for k in set(run_config) | set(ckpt.get("run_config", {}))
-                         if run_config.get(k) != ckpt.get("run_config", {}).get(k))
+    saved = ckpt.get("run_config", {})
+    epochs_now = run_config[train_section]["epochs"]
+    comparable = {**saved, train_section: {**saved.get(train_section, {}), "epochs": epochs_now}} if saved else saved
+    if comparable != run_config:
+        changed = sorted(k for k in set(run_config) | set(saved) if run_config.get(k) != comparable.get(k))
         raise CheckpointError(f"{path} was trained with another config (differs in: {', '.join(changed)}); "
                               f"resume with the same --preset/--set flags or drop --resume")
+    if epochs_now < ckpt["epoch"]:
+        raise CheckpointError(f"{path} has already trained {ckpt['epoch']} epochs, more than "
+                              f"{train_section}.epochs={epochs_now}; to train longer, resume with "
+                              f"--set {train_section}.epochs=N for some N > {ckpt['epoch']}")
+    if epochs_now == ckpt["epoch"]:
+        print(f"{path} has finished its run ({epochs_now} epoch{'s' * (epochs_now != 1)}); nothing to resume (to train longer: --resume "
+              f"--set {train_section}.epochs=N, N > {epochs_now})")
+        return None
+    planned = saved.get(train_section, {}).get("epochs", epochs_now)
+    if planned != epochs_now:
+        print(f"extending the run from {planned} to {epochs_now} epochs: the learning-rate schedule is laid out again "
+              f"over {epochs_now} epochs from here (close to, not the same as, a {epochs_now}-epoch run from the start)")
     return ckpt
+
+
+def rng_state():
+    """Every random stream training draws from (dropout, class dropout, diffusion noise, dead-code restarts), saved
+    with each checkpoint so a resumed run continues exactly as the uninterrupted one would."""
+    numpy_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:])}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
+
+
+def resumable_state(epoch, optimizer, scaler, train_seconds):
+    """What a checkpoint holds beyond the weights so that --resume continues bit for bit: the optimizer, the AMP
+    loss scaler, every RNG stream, and where the run stands."""
+    return {"epoch": epoch, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+            "train_seconds": train_seconds}
+
+
+def restore(ckpt, model, optimizer, scaler):
+    """Put a run back where its checkpoint left it; returns (first epoch to train, history, seconds so far)."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if "rng" in ckpt:  # checkpoints from before RNG states were saved resume, but not bit for bit
+        set_rng_state(ckpt["rng"])
+    return ckpt["epoch"] + 1, ckpt["history"], ckpt["train_seconds"]
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or inf: training stops before anything of it is saved."""
+
+
+def check_finite(loss_value, epoch, step, ckpt_path, lr_field):
+    """Stop at the first non-finite loss; the checkpoint on disk (the last good epoch, if any) stays as it was."""
+    if not math.isfinite(loss_value):
+        kept = (f"{ckpt_path} is left as it was" if os.path.exists(ckpt_path) else "nothing was saved")
+        raise Diverged(f"the loss became {loss_value} at epoch {epoch}, step {step}; training stopped and {kept}; "
+                       f"lower the learning rate ({lr_field}) and run again")
 
 
 def run_config(cfg, *sections):
@@ -76,15 +149,7 @@ def save_image_grid(images_BCHW, path, nrow, row_names=None):
 
 def save_picture(picture, path, **options):
     """A PIL image to PNG (or GIF, by the path's suffix), through a temp file and a rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    root, suffix = os.path.splitext(path)
-    tmp_path = f"{root}.tmp{os.getpid()}{suffix}"
-    try:
-        picture.save(tmp_path, **options)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    atomic_write(path, lambda tmp_path: picture.save(tmp_path, **options))
 
 
 def plot_curves(history, keys, path, title, ylabel="loss"):
@@ -108,9 +173,10 @@ def save_figure(fig, path):
     """Lay out a matplotlib figure, write it as a PNG (making the folder) and free it."""
     import matplotlib.pyplot as plt
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp_path: fig.savefig(tmp_path, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def count_parameters(model, trainable=False):

@@ -26,6 +26,7 @@ import config
 import data
 import training
 from checkpoint import CheckpointError, atomic_save, build_prior, default_path, load_vqvae, tokenizer_path
+from files import RunLock, WriteError, ensure_folder
 from generator import draw_images, save_reverse_process
 from models import device as devices
 from models.prior import prior_class, priors_with, registered
@@ -55,7 +56,10 @@ def validation_loss(model, tokens_NL, labels_N, device, dtype, batch_size=1000, 
     return total / len(tokens_NL)
 
 
-def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device, dtype, step, total_steps, seed):
+def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device, dtype, step, total_steps, seed,
+                ckpt_path):
+    """One pass over the tokens; stops at the first non-finite loss (training.Diverged) before it changes the
+    weights."""
     model.train()
     rng = training.epoch_generator(seed, epoch)
     batches = data.batch_indices(len(tokens_NL), tc.batch_size, rng)
@@ -66,6 +70,8 @@ def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device
         training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, tc.warmup_steps, tc.min_lr_ratio))
         with devices.autocast(device, dtype):
             loss = model.loss(tokens, labels.to(device))
+        loss_value = loss.item()
+        training.check_finite(loss_value, epoch, step + 1, ckpt_path, f"--set {model.kind}_train.lr=...")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -73,8 +79,8 @@ def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device
         scaler.step(optimizer)
         scaler.update()
         step += 1
-        total += loss.item()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        total += loss_value
+        bar.set_postfix(loss=f"{loss_value:.3f}")
     return total / len(batches), step
 
 
@@ -99,16 +105,16 @@ def main(argv=None):
     args, cfg = config.parse_config(parser, argv)
     try:
         train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae, overwrite=args.overwrite)
-    except (data.DataError, CheckpointError) as e:
+    except (data.DataError, CheckpointError, WriteError, training.Diverged) as e:
         sys.exit(f"error: {e}")
 
 
-def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset):
+def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset, preset=None):
     """A prior reads either the single-scale grid or the multi-scale residual tokenizer's sequence, as it declares."""
     if prior_cls.multiscale_tokenizer == vqvae.multiscale:
         return
     scale = {True: "multi-scale", False: "single-scale"}
-    preset = config.tokenizer_preset(dataset, prior_cls.multiscale_tokenizer)
+    preset = config.tokenizer_preset(dataset, prior_cls.multiscale_tokenizer, preset)
     preset = f" --preset {preset}" if preset else ""
     readers = priors_with(lambda c: c.multiscale_tokenizer == vqvae.multiscale)
     raise CheckpointError(f"{vqvae_path} is a {scale[vqvae.multiscale]} tokenizer, but the {prior_cls.kind} prior "
@@ -117,21 +123,29 @@ def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset):
 
 
 def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
-    devices.seed_everything(cfg.seed)
-    device = devices.pick_device(cfg.device)
-    dtype = devices.amp_dtype(device, cfg.amp)
+    """Train (or continue) a prior of a registered kind; one run at a time per checkpoint file."""
     prior_cls = prior_class(kind)
     if kind not in config.prior_sections(cfg):
         raise CheckpointError(f"the {kind} prior has no config section; add `{kind}` and `{kind}_train` to config.Config")
+    ckpt_path = default_path(cfg, prior_cls.checkpoint_name(getattr(cfg, kind)))
+    with RunLock(ckpt_path):
+        training.refuse_overwrite(ckpt_path, resume, overwrite)
+        run(cfg, prior_cls, ckpt_path, resume, vqvae_path)
+
+
+def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
+    devices.seed_everything(cfg.seed)
+    device = devices.pick_device(cfg.device)
+    dtype = devices.amp_dtype(device, cfg.amp)
+    kind = prior_cls.kind
     name = prior_cls.checkpoint_name(getattr(cfg, kind))
-    ckpt_path = default_path(cfg, name)
     results_dir = os.path.join(cfg.results_dir, prior_cls.results_folder or name)
     tc = getattr(cfg, f"{kind}_train")
-    training.refuse_overwrite(ckpt_path, resume, overwrite)
+    ensure_folder(results_dir)
 
     vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
-    vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset)
-    check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset)
+    vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset, preset=cfg.preset)
+    check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset, cfg.preset)
     tokenizer_id = vqvae_ckpt["tokenizer_id"]
     tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
     train_tokens, train_labels = tokens["train"][0].flatten(1), tokens["train"][1]
@@ -143,10 +157,10 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
     run_cfg = {**training.run_config(cfg, "data", kind, f"{kind}_train"), "tokenizer_id": tokenizer_id}
     start_epoch, history, elapsed = 1, [], 0.0
     if resume:
-        ckpt = training.resume_state(ckpt_path, kind, run_cfg)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, history, elapsed = ckpt["epoch"] + 1, ckpt["history"], ckpt["train_seconds"]
+        ckpt = training.resume_state(ckpt_path, kind, run_cfg, f"{kind}_train")
+        if ckpt is None:
+            return
+        start_epoch, history, elapsed = training.restore(ckpt, model, optimizer, scaler)
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
     exact = prior_cls.exact_likelihood  # else a training loss such as diffusion's denoising loss
@@ -157,23 +171,24 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
     for epoch in range(start_epoch, tc.epochs + 1):
         t0 = time.time()
         train_loss, step = train_epoch(model, optimizer, scaler, train_tokens, train_labels, tc, epoch, device,
-                                       dtype, step, total_steps, cfg.seed)
+                                       dtype, step, total_steps, cfg.seed, ckpt_path)
         elapsed += time.time() - t0
         val_loss = validation_loss(model, test_tokens, test_labels, device, dtype, seed=cfg.seed)
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                         "val_bits_per_token": val_loss / math.log(2), "seconds": elapsed})
-        figure = f"= {val_loss / math.log(2):.3f} bits/token" if exact else "(denoising loss)"
-        print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats {figure}  ({elapsed:.0f}s)")
-        if epoch % tc.sample_every == 0 or epoch == tc.epochs:
-            save_sample_grid(model, vqvae, cfg, device, dtype, os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"),
-                             cfg.seed)
-        training.plot_curves(history, ("train_loss", "val_loss"), os.path.join(results_dir, "loss.png"),
-                             f"{name} {'cross-entropy' if exact else 'denoising loss'} (nats per token)")
         atomic_save({"kind": kind, "dataset": cfg.data.dataset, "config": config.to_dict(model.cfg),
                      "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                     "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                     "train_seconds": elapsed, "run_config": run_cfg, **vqvae.token_info(),
-                     "tokenizer_id": tokenizer_id, "vqvae_path": vqvae_path}, ckpt_path)
+                     "history": history, "run_config": run_cfg, **vqvae.token_info(),
+                     "tokenizer_id": tokenizer_id, "vqvae_path": vqvae_path,
+                     **training.resumable_state(epoch, optimizer, scaler, elapsed)}, ckpt_path)
+        figure = f"= {val_loss / math.log(2):.3f} bits/token" if exact else "(denoising loss)"
+        print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats {figure}  ({elapsed:.0f}s)")
+        with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
+            if epoch % tc.sample_every == 0 or epoch == tc.epochs:
+                save_sample_grid(model, vqvae, cfg, device, dtype,
+                                 os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"), cfg.seed)
+            training.plot_curves(history, ("train_loss", "val_loss"), os.path.join(results_dir, "loss.png"),
+                                 f"{name} {'cross-entropy' if exact else 'denoising loss'} (nats per token)")
     if prior_cls.reverse_process:
         save_reverse_process(model, vqvae, device, dtype, os.path.join(results_dir, "reverse_process"), cfg.seed,
                              class_names=data.dataset(cfg.data.dataset).class_names)

@@ -24,6 +24,7 @@ import config
 import data
 import training
 from checkpoint import CheckpointError, atomic_save, tokenizer_fingerprint, tokenizer_path
+from files import RunLock, WriteError, ensure_folder
 from models import device as devices
 from models.vqvae import VQVAE
 
@@ -78,8 +79,10 @@ def save_scale_strip(model, images_uint8, device, path):
     training.save_image_grid(torch.stack(columns, dim=1).flatten(0, 1), path, nrow=len(columns))
 
 
-def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps, snapshot):
-    """One pass over the data; snapshot(step) saves reconstructions at the configured early steps."""
+def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps, snapshot,
+                ckpt_path):
+    """One pass over the data; snapshot(step) saves reconstructions at the configured early steps. Stops at the
+    first non-finite loss (training.Diverged), before that step changes the weights."""
     model.train()
     tc = cfg.vqvae_train
     batches = data.batch_indices(len(images_uint8), tc.batch_size, training.epoch_generator(cfg.seed, epoch))
@@ -91,6 +94,8 @@ def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtyp
         with devices.autocast(device, dtype):
             loss, parts = model.loss(x)
         mse, perplexity_K = parts["mse"], parts["perplexity_K"]
+        loss_value = loss.item()
+        training.check_finite(loss_value, epoch, step + 1, ckpt_path, "--set vqvae_train.lr=...")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -99,7 +104,7 @@ def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtyp
         if step in tc.snapshot_steps:
             snapshot(step)
             model.train()
-        sums["loss"] += loss.item()
+        sums["loss"] += loss_value
         sums["mse"] += mse.item() / 4
         sums["perplexity"] += perplexity_K.mean().item()
         bar.set_postfix(mse=f"{mse.item() / 4:.4f}", ppl=f"{perplexity_K.mean().item():.0f}")
@@ -113,18 +118,25 @@ def main(argv=None):
     args, cfg = config.parse_config(parser, argv)
     try:
         train(cfg, resume=args.resume, overwrite=args.overwrite)
-    except (data.DataError, CheckpointError) as e:
+    except (data.DataError, CheckpointError, WriteError, training.Diverged) as e:
         sys.exit(f"error: {e}")
 
 
 def train(cfg, resume=False, overwrite=False):
+    """Train (or continue) the tokenizer; one run at a time per checkpoint file."""
+    with RunLock(tokenizer_path(cfg)):
+        training.refuse_overwrite(tokenizer_path(cfg), resume, overwrite)
+        run(cfg, resume)
+
+
+def run(cfg, resume):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
     ckpt_path = tokenizer_path(cfg)
-    training.refuse_overwrite(ckpt_path, resume, overwrite)
     results_dir = os.path.join(cfg.results_dir, "vqvae")
     tag = "multiscale_" if cfg.vqvae.scales else ""  # the two tokenizers share the folder, not the file names
+    ensure_folder(results_dir)
     train_images, _ = data.load_split(cfg.data, train=True)
     test_images, _ = data.load_split(cfg.data, train=False)
 
@@ -134,10 +146,10 @@ def train(cfg, resume=False, overwrite=False):
     run_cfg = training.run_config(cfg, "data", "vqvae", "vqvae_train")
     start_epoch, history, elapsed = 1, [], 0.0
     if resume:
-        ckpt = training.resume_state(ckpt_path, "vqvae", run_cfg)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, history, elapsed = ckpt["epoch"] + 1, ckpt["history"], ckpt["train_seconds"]
+        ckpt = training.resume_state(ckpt_path, "vqvae", run_cfg, "vqvae_train")
+        if ckpt is None:
+            return
+        start_epoch, history, elapsed = training.restore(ckpt, model, optimizer, scaler)
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
     H, W, K = model.grid_shape
@@ -156,25 +168,27 @@ def train(cfg, resume=False, overwrite=False):
     for epoch in range(start_epoch, cfg.vqvae_train.epochs + 1):
         t0 = time.time()
         train_stats, step = train_epoch(model, optimizer, scaler, train_images, cfg, epoch, device, dtype, step,
-                                        total_steps, snapshot)
+                                        total_steps, snapshot, ckpt_path)
         elapsed += time.time() - t0
         val = evaluate(model, test_images, device, dtype)
         history.append({"epoch": epoch, **train_stats, "val_mse": val["val_mse"],
                         "usage": min(val["usage"]), "seconds": elapsed})
+        model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        atomic_save({"kind": "vqvae", "dataset": cfg.data.dataset, "config": config.to_dict(cfg.vqvae), "model": model_cpu,
+                     "history": history, "run_config": run_cfg, "metrics": val,
+                     "tokenizer_id": tokenizer_fingerprint(model),
+                     **training.resumable_state(epoch, optimizer, scaler, elapsed)}, ckpt_path)
         usage = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(val["usage"], val["perplexity"]))
         print(f"epoch {epoch}: train mse {train_stats['train_mse']:.4f}  val mse {val['val_mse']:.4f}  "
               f"{'per-scale' if model.multiscale else 'codebook'} usage/perplexity {usage}  ({elapsed:.0f}s)")
-        if epoch % cfg.vqvae_train.sample_every == 0 or epoch == cfg.vqvae_train.epochs:
-            save_reconstructions(model, show, device, os.path.join(results_dir, f"{tag}recon_epoch{epoch:03d}.png"))
-            if model.multiscale:
-                save_scale_strip(model, show[:8], device, os.path.join(results_dir, f"{tag}scales_epoch{epoch:03d}.png"))
-        training.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, f"{tag}loss.png"),
-                             "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
-        model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_save({"kind": "vqvae", "dataset": cfg.data.dataset, "config": config.to_dict(cfg.vqvae), "model": model_cpu,
-                     "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                     "train_seconds": elapsed, "run_config": run_cfg, "metrics": val,
-                     "tokenizer_id": tokenizer_fingerprint(model)}, ckpt_path)
+        with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
+            if epoch % cfg.vqvae_train.sample_every == 0 or epoch == cfg.vqvae_train.epochs:
+                save_reconstructions(model, show, device, os.path.join(results_dir, f"{tag}recon_epoch{epoch:03d}.png"))
+                if model.multiscale:
+                    save_scale_strip(model, show[:8], device,
+                                     os.path.join(results_dir, f"{tag}scales_epoch{epoch:03d}.png"))
+            training.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, f"{tag}loss.png"),
+                                 "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
     print(f"checkpoint: {ckpt_path}\nreconstructions and curves: {results_dir}/")
 
 

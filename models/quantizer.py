@@ -8,12 +8,22 @@ code to the running mean of the vectors assigned to it. It needs no learning rat
 with restarting unused codes from encoder outputs keeps nearly every code in use, which matters when a tiny model
 has to learn the token distribution afterwards. The encoder still gets the commitment loss beta * ||z - sg(q)||^2.
 
+Several processes (torchrun + DDP): each sees a slice of the global batch. The counts and sums of the EMA update are
+summed over the processes before they are used, and the random encoder outputs that start or restart codes are
+taken on rank 0 and broadcast, so every process holds the same codebooks at every step (what a single process with
+the global batch would compute, up to which random rows a restart picks).
+
 There is one code path from indices to vectors (`lookup`): the training forward pass uses it on the indices it just
 computed, and VQVAE.decode uses it on sampled indices, so decode(encode(x)) is exactly the training reconstruction.
 """
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def _distributed():
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class MultiCodebookQuantizer(nn.Module):
@@ -86,6 +96,14 @@ class MultiCodebookQuantizer(nn.Module):
         self.ema_sum_KVD.copy_(self.codebook_KVD)
         self.ema_count_KV.fill_(1.0)
         self.initialized.fill_(True)
+        self._take_codebooks_of_rank0()
+
+    @torch.no_grad()
+    def _take_codebooks_of_rank0(self):
+        """Every process adopts rank 0's codebooks and EMA statistics (after codes were started on random rows)."""
+        if _distributed():
+            for buffer in (self.codebook_KVD, self.ema_sum_KVD, self.ema_count_KV):
+                dist.broadcast(buffer, src=0)
 
     @staticmethod
     def _random_rows(z_ND, n):
@@ -97,6 +115,9 @@ class MultiCodebookQuantizer(nn.Module):
         onehot_KNV = F.one_hot(idx_KN, self.V).float()
         count_KV = onehot_KNV.sum(1)
         sum_KVD = torch.bmm(onehot_KNV.transpose(1, 2), z_KND)
+        if _distributed():  # the statistics of the global batch, identical on every process
+            dist.all_reduce(count_KV)
+            dist.all_reduce(sum_KVD)
         self.ema_count_KV.mul_(self.decay).add_(count_KV, alpha=1 - self.decay)
         self.ema_sum_KVD.mul_(self.decay).add_(sum_KVD, alpha=1 - self.decay)
         # Laplace smoothing keeps a code with a tiny count from dividing by ~0
@@ -108,6 +129,7 @@ class MultiCodebookQuantizer(nn.Module):
     @torch.no_grad()
     def _restart_dead_codes(self, z_KND):
         """A code assigned less than `dead_threshold` times per batch (EMA) moves onto a random encoder output."""
+        restarted = False
         for k in range(self.K):
             dead = self.ema_count_KV[k] < self.dead_threshold
             n_dead = int(dead.sum())
@@ -116,6 +138,9 @@ class MultiCodebookQuantizer(nn.Module):
                 self.codebook_KVD[k, dead] = fresh_ND
                 self.ema_sum_KVD[k, dead] = fresh_ND * self.dead_threshold
                 self.ema_count_KV[k, dead] = self.dead_threshold
+                restarted = True
+        if restarted:  # the same codes are dead on every process (same statistics); rank 0's fresh rows win
+            self._take_codebooks_of_rank0()
 
     def perplexity(self, idx_BHWK):
         """exp(entropy) of each codebook's code distribution in this batch: V means all codes used evenly."""

@@ -360,8 +360,8 @@ def fake_checkpoints(tmp_path):
     ck = tmp_path / "ck"
     atomic_save({"kind": "classifier", "model": seeded_classifier(2).state_dict()}, str(ck / "classifier.pt"))
     torch.manual_seed(0)
-    atomic_save({"kind": "vqvae", "config": config.to_dict(cfg.vqvae), "model": VQVAE(cfg.vqvae).state_dict()},
-                str(ck / "vqvae.pt"))
+    atomic_save({"kind": "vqvae", "config": config.to_dict(cfg.vqvae), "model": VQVAE(cfg.vqvae).state_dict(),
+                 "tokenizer_id": "untrained"}, str(ck / "vqvae.pt"))
     return ["--preset", "tiny", "--device", "cpu", "--set", f"checkpoint_dir={ck}", "--set", f"data.root={DATA_ROOT}"]
 
 

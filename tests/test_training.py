@@ -30,15 +30,53 @@ def test_epoch_generator_is_deterministic_and_differs_by_epoch():
 
 
 def test_resume_state_accepts_the_same_config_and_names_what_differs(tmp_path, tiny_cfg):
+    tiny_cfg.gpt_train.epochs = 3
     run_cfg = training.run_config(tiny_cfg, "data", "gpt", "gpt_train")
     path = str(tmp_path / "gpt.pt")
-    atomic_save({"kind": "gpt", "run_config": run_cfg, "epoch": 3}, path)
-    assert training.resume_state(path, "gpt", run_cfg)["epoch"] == 3
+    atomic_save({"kind": "gpt", "model": {}, "run_config": run_cfg, "epoch": 2}, path)
+    assert training.resume_state(path, "gpt", run_cfg, "gpt_train")["epoch"] == 2
     tiny_cfg.gpt.n_layer = 2
     with pytest.raises(CheckpointError, match=r"differs in: gpt\)"):
-        training.resume_state(path, "gpt", training.run_config(tiny_cfg, "data", "gpt", "gpt_train"))
+        training.resume_state(path, "gpt", training.run_config(tiny_cfg, "data", "gpt", "gpt_train"), "gpt_train")
     with pytest.raises(CheckpointError, match="drop --resume"):
-        training.resume_state(str(tmp_path / "missing.pt"), "gpt", run_cfg)
+        training.resume_state(str(tmp_path / "missing.pt"), "gpt", run_cfg, "gpt_train")
+
+
+def test_resume_state_extends_a_run_when_only_its_epochs_grow(tmp_path, tiny_cfg, capsys):
+    tiny_cfg.gpt_train.epochs = 2
+    path = str(tmp_path / "gpt.pt")
+    atomic_save({"kind": "gpt", "model": {}, "epoch": 2,
+                 "run_config": training.run_config(tiny_cfg, "data", "gpt", "gpt_train")}, path)
+    assert training.resume_state(path, "gpt", training.run_config(tiny_cfg, "data", "gpt", "gpt_train"),
+                                 "gpt_train") is None  # finished: nothing to do
+    assert "nothing to resume" in capsys.readouterr().out
+    tiny_cfg.gpt_train.epochs = 5
+    assert training.resume_state(path, "gpt", training.run_config(tiny_cfg, "data", "gpt", "gpt_train"),
+                                 "gpt_train")["epoch"] == 2
+    assert "extending the run from 2 to 5 epochs" in capsys.readouterr().out
+    tiny_cfg.gpt_train.epochs = 1
+    with pytest.raises(CheckpointError, match="already trained 2 epochs.*gpt_train.epochs=N"):
+        training.resume_state(path, "gpt", training.run_config(tiny_cfg, "data", "gpt", "gpt_train"), "gpt_train")
+
+
+def test_rng_state_round_trips_every_stream():
+    import random
+    import numpy as np
+    state = training.rng_state()
+    draws = (torch.rand(3), np.random.rand(3), random.random())
+    training.set_rng_state(state)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all() and draws[2] == again[2]
+
+
+def test_check_finite_stops_at_nan_and_inf_and_says_what_is_kept(tmp_path):
+    training.check_finite(1.5, 1, 1, str(tmp_path / "a.pt"), "--set gpt_train.lr=...")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(training.Diverged, match="nothing was saved.*gpt_train.lr"):
+            training.check_finite(bad, 1, 3, str(tmp_path / "a.pt"), "--set gpt_train.lr=...")
+    (tmp_path / "a.pt").write_bytes(b"x")
+    with pytest.raises(training.Diverged, match="left as it was"):
+        training.check_finite(float("nan"), 2, 9, str(tmp_path / "a.pt"), "--set gpt_train.lr=...")
 
 
 def test_refuse_overwrite_needs_resume_or_overwrite_for_an_existing_checkpoint(tmp_path):

@@ -1,0 +1,127 @@
+"""Writing files so that nothing is lost or half-written: atomic writes, stale temp files, one line on a full or
+read-only disk, and the lock that keeps two runs from training into the same checkpoint.
+
+Every file the repo writes (checkpoints, PNGs, GIFs, npz samples, the token cache, RESULTS.md) goes through
+`atomic_write`: the bytes go to `NAME.tmpPID<suffix>` in the same folder, then one rename puts them in place, so a
+kill at any moment leaves either the old file or the new one. A kill -9 cannot clean up its temp file; the next
+write of the same file removes temp files whose process is gone.
+"""
+import errno
+import glob
+import os
+import re
+import socket
+
+
+class WriteError(RuntimeError):
+    """A file could not be written (full disk, read-only folder, a path through a file); scripts print it as one line."""
+
+
+def temp_path(path):
+    """NAME.tmpPID<suffix>: the suffix is kept so writers that add one (numpy's .npz) write exactly this name."""
+    root, suffix = os.path.splitext(path)
+    return f"{root}.tmp{os.getpid()}{suffix}"
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(path):
+    """Delete temp files of `path` left by processes that no longer run (a kill -9 mid-write)."""
+    root, suffix = os.path.splitext(path)
+    pattern = re.compile(re.escape(os.path.basename(root)) + r"\.tmp(\d+)" + re.escape(suffix) + "$")
+    for candidate in glob.glob(f"{glob.escape(root)}.tmp*{glob.escape(suffix)}"):
+        match = pattern.match(os.path.basename(candidate))
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
+            try:
+                os.remove(candidate)
+            except OSError:
+                pass
+
+
+def describe_os_error(e, path):
+    """One line naming the folder and what to do about it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"cannot write {path}: the disk holding {folder} is full ({e.strerror}); free space there or write elsewhere"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {path}: {folder} is not writable ({e.strerror}); choose a writable folder"
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"cannot write {path}: part of {folder} is a file, not a folder; choose another path"
+    return f"cannot write {path} ({e.strerror or type(e).__name__}); check the folder {folder}"
+
+
+def make_folder(path):
+    """The folder a file will go into, or a WriteError saying why it cannot be made."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise WriteError(describe_os_error(e, path)) from None
+
+
+def ensure_folder(folder):
+    """Make an output folder before any work, so a bad --out or results_dir fails in the first second, not after an
+    epoch of training."""
+    make_folder(os.path.join(folder, "any file"))
+
+
+def atomic_write(path, write):
+    """write(temp_path) writes the file; then it replaces `path` in one rename. On any OS error the old file is kept,
+    the temp file removed, and a WriteError names the folder."""
+    make_folder(path)
+    remove_stale_temps(path)
+    tmp_path = temp_path(path)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    except OSError as e:
+        raise WriteError(describe_os_error(e, path)) from None
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+class RunLock:
+    """Only one training run per checkpoint: an flock on CHECKPOINT.lock, held for the run's lifetime. The kernel
+    drops it when the process ends, however it ends, so a crashed or killed run never leaves it stuck."""
+
+    def __init__(self, checkpoint_path):
+        self.path = f"{checkpoint_path}.lock"
+        self.handle = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; runs are not locked there
+            return self
+        make_folder(self.path)
+        try:
+            self.handle = open(self.path, "a+")
+        except OSError as e:
+            raise WriteError(describe_os_error(e, self.path)) from None
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise WriteError(f"another run ({holder}) is training into {self.path[:-5]}; wait for it to finish, "
+                             f"or train elsewhere with --set checkpoint_dir=DIR") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()  # releases the flock; the file stays (removing it would race a waiting run)
+        return False

@@ -1,0 +1,284 @@
+"""Bad command-line input to generator.py and evaluate.py: one `error:` line on stderr and a non-zero exit, never a
+traceback, and the line names the flag. The flags are checked before any checkpoint is loaded, but the scripts run
+on a real tiny pipeline (test_end_to_end's, trained once for this module) so that an unchecked flag would go on to
+draw, and the test would see it. Plus the config checks that stop a training run before any work.
+"""
+import errno
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import config
+import evaluate
+import files
+import generator
+from checkpoint import atomic_save
+from models.classifier import Classifier
+from test_end_to_end import ENV, REPO, assert_one_line_error, run
+from test_end_to_end import pipeline  # noqa: F401  (the module-scoped fixture: tiny vqvae.pt + gpt.pt, trained once)
+
+
+@pytest.fixture(scope="module")
+def dirs(pipeline):  # noqa: F811
+    """The pipeline's --set flags, with an untrained classifier beside its checkpoints so evaluate.py gets as far
+    as drawing."""
+    root, dirs = pipeline
+    torch.manual_seed(0)
+    atomic_save({"kind": "classifier", "dataset": "mnist", "model": Classifier().state_dict()},
+                str(root / "ck" / "classifier.pt"))
+    return dirs
+
+
+def write_npz(path, labels):
+    images = np.random.default_rng(0).integers(0, 256, (len(labels), 1, 28, 28), dtype=np.uint8)
+    np.savez_compressed(path, images=images, labels=np.asarray(labels, dtype=np.int64))
+    return str(path)
+
+
+# --- 1. the sampling flags' values: one check shared by both scripts ------------------------------------------------
+
+BAD_VALUES = [
+    ("--temperature", "nan"), ("--temperature", "inf"), ("--temperature", "-1"), ("--temperature", "0"),
+    ("--cfg", "nan"), ("--cfg", "inf"), ("--cfg", "-3"),
+    ("--top-k", "-1"), ("--steps", "0"), ("--batch-size", "0"), ("--batch-size", "-5"),
+]
+
+
+@pytest.mark.parametrize("name, value", BAD_VALUES, ids=[f"{n}={v}" for n, v in BAD_VALUES])
+def test_generator_refuses_a_bad_sampling_value(dirs, name, value):
+    assert_one_line_error(run("generator.py", *dirs, name, value, check=False), name, value)
+
+
+EVALUATE_BAD_VALUES = [(n, v) for n, v in BAD_VALUES if n != "--top-k"] + [("--n", "3"), ("--n", "0")]  # no --top-k
+
+
+@pytest.mark.parametrize("name, value", EVALUATE_BAD_VALUES, ids=[f"{n}={v}" for n, v in EVALUATE_BAD_VALUES])
+def test_evaluate_refuses_a_bad_sampling_value(dirs, name, value):
+    assert_one_line_error(run("evaluate.py", *dirs, "--no-reference", name, value, check=False), name, value)
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_generator_refuses_n_below_one(dirs, tmp_path, value):
+    result = run("generator.py", *dirs, "--n", value, "--save", str(tmp_path / "s.npz"), check=False)
+    assert_one_line_error(result, "--n", "at least 1")
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_both_scripts_use_the_one_shared_check():
+    assert evaluate.check_sampling_flags is generator.check_sampling_flags
+
+
+@pytest.mark.parametrize("args", [["--temperature", "abc"], ["--n", "1.5"], ["--no-such-flag"], ["--cfg"]],
+                         ids=["not a float", "not an int", "unknown", "no value"])
+@pytest.mark.parametrize("script", ["generator.py", "evaluate.py"])
+def test_argparse_errors_are_one_line(script, args):
+    assert_one_line_error(run(script, *args, check=False), args[0], "--help")
+
+
+def test_a_bad_edit_choice_is_one_line():
+    assert_one_line_error(run("generator.py", "--edit", "paint", check=False), "--edit", "inpaint")
+
+
+def test_evaluate_steps_on_a_prior_without_steps_is_one_line(dirs):
+    result = run("evaluate.py", *dirs, "--no-reference", "--steps", "4", "--n", "8", check=False)
+    assert_one_line_error(result, "--steps", "gpt")
+
+
+# --- 2. flags the chosen mode would ignore --------------------------------------------------------------------------
+
+def test_n_without_save_is_refused(dirs, tmp_path):
+    result = run("generator.py", *dirs, "--n", "5", "--out", str(tmp_path), check=False)
+    assert_one_line_error(result, "--n", "--save")
+    assert not list(tmp_path.iterdir())  # no grids drawn
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--edit-images", "3"], ["--edit-images", "--edit"]),
+    (["--edit-samples", "2"], ["--edit-samples", "--edit"]),
+    (["--edit", "complete", "--unconditional"], ["--unconditional", "--edit"]),
+    (["--edit", "complete", "--batch-size", "10"], ["--batch-size", "--edit"]),
+    (["--show-process", "--temperature", "0.5"], ["--temperature", "--show-process"]),
+    (["--save", "SAVE", "--out", "OUT"], ["--out", "--save"]),
+    (["--save", "SAVE", "--edit", "complete"], ["--save", "--edit", "separate modes"]),
+    (["--edit", "complete", "--show-process"], ["--edit", "--show-process", "separate modes"]),
+], ids=["edit-images", "edit-samples", "edit+unconditional", "edit+batch-size", "process+temperature", "save+out",
+        "save+edit", "edit+process"])
+def test_a_flag_the_mode_ignores_is_refused(dirs, tmp_path, args, named):
+    paths = {"SAVE": str(tmp_path / "s.npz"), "OUT": str(tmp_path / "out")}
+    result = run("generator.py", *dirs, *[paths.get(a, a) for a in args], check=False)
+    assert_one_line_error(result, *named)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["--temperature", "0.5"], ["--n", "8"], ["--batch-size", "4"], ["--cfg", "2"]])
+def test_evaluate_refuses_drawing_flags_with_an_npz(tmp_path, args):
+    path = write_npz(tmp_path / "s.npz", np.arange(8) % 10)
+    result = run("evaluate.py", path, *args, "--set", f"checkpoint_dir={tmp_path / 'ck'}", check=False)
+    assert_one_line_error(result, args[0], "npz")
+
+
+# --- 3. outputs that cannot be written ------------------------------------------------------------------------------
+
+@pytest.fixture
+def a_file(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    return path
+
+
+def test_out_through_a_file_is_one_line_naming_the_folder(dirs, a_file):
+    result = run("generator.py", *dirs, "--temperature", "1", "--out", str(a_file / "grids"), check=False)
+    assert_one_line_error(result, str(a_file), "not a folder")
+
+
+def test_out_through_dev_null_is_one_line(dirs):
+    assert_one_line_error(run("generator.py", *dirs, "--out", "/dev/null/x", check=False), "/dev/null")
+
+
+def test_save_through_a_file_is_one_line_naming_the_folder(dirs, a_file):
+    result = run("generator.py", *dirs, "--n", "4", "--save", str(a_file / "s.npz"), check=False)
+    assert_one_line_error(result, str(a_file), "not a folder")
+
+
+def test_save_onto_a_folder_is_one_line(dirs, tmp_path):
+    result = run("generator.py", *dirs, "--n", "4", "--save", str(tmp_path), check=False)
+    assert_one_line_error(result, str(tmp_path), "is a folder")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.parametrize("mode", ["--out", "--save"])
+def test_a_read_only_folder_is_one_line(dirs, tmp_path, mode):
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        target = ["--out", str(folder)] if mode == "--out" else ["--n", "4", "--save", str(folder / "s.npz")]
+        assert_one_line_error(run("generator.py", *dirs, *target, check=False), str(folder), "not writable")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_an_unwritable_folder_is_found_before_sampling(dirs, tmp_path, monkeypatch, capsys):
+    """The same check as above for root, who may write anywhere: the probe file is refused as on a read-only folder."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled before checking the output folder")
+
+    monkeypatch.setattr(generator.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(generator, "draw_images", never)
+    with pytest.raises(SystemExit) as info:
+        generator.main(["--preset", "tiny", *dirs, "--device", "cpu", "--out", str(tmp_path / "grids")])
+    message = str(info.value.code)
+    assert message.startswith("error: cannot write") and "\n" not in message
+    assert str(tmp_path / "grids") in message and "not writable" in message
+
+
+def test_save_npz_writes_atomically_and_reports_write_errors(tmp_path, a_file):
+    images, labels = torch.zeros(4, 1, 28, 28), torch.arange(4)
+    generator.save_npz(str(tmp_path / "plain_name"), images, labels)  # no .npz suffix: numpy must not add one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "plain_name"]
+    with np.load(tmp_path / "plain_name") as f:
+        assert f["images"].shape == (4, 1, 28, 28) and f["labels"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(files.WriteError, match="a_file"):
+        generator.save_npz(str(a_file / "s.npz"), images, labels)
+
+
+# --- 4. labels of a scored npz ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [42, 10, -7, -2])
+def test_evaluate_refuses_labels_outside_the_classes(tmp_path, bad):
+    labels = np.arange(8) % 10
+    labels[3] = bad
+    path = write_npz(tmp_path / "s.npz", labels)
+    result = run("evaluate.py", path, "--set", f"checkpoint_dir={tmp_path / 'ck'}", check=False)
+    line = assert_one_line_error(result, path, f"found {bad}", "0..9", "-1")
+    assert "labels" in line
+
+
+def test_read_samples_takes_the_dataset_class_count(tmp_path):
+    path = write_npz(tmp_path / "s.npz", [-1, 0, 1, 2, 3, 4])
+    assert evaluate.read_samples(path, (1, 28, 28), num_classes=5)[1].tolist() == [-1, 0, 1, 2, 3, 4]
+    with pytest.raises(evaluate.SampleFileError, match=r"0\.\.3 \(found 4, in 1 of 6"):
+        evaluate.read_samples(path, (1, 28, 28), num_classes=4)
+
+
+# --- 5. config values that used to fail after work, or misbehave silently ---------------------------------------------
+
+@pytest.mark.parametrize("override, fragment", [
+    ("vqvae_train.num_show=0", "vqvae_train.num_show"),
+    ("vqvae_train.num_show=-3", "vqvae_train.num_show"),
+    ("vqvae_train.snapshot_steps=(0,100)", "vqvae_train.snapshot_steps"),
+    ("vqvae_train.weight_decay=-0.1", "vqvae_train.weight_decay"),
+    ("gpt_train.weight_decay=-1", "gpt_train.weight_decay"),
+    ("gpt_train.warmup_steps=-5", "gpt_train.warmup_steps"),
+    ("var_train.min_lr_ratio=1.5", "var_train.min_lr_ratio"),
+    ("diffusion_train.min_lr_ratio=-0.1", "diffusion_train.min_lr_ratio"),
+    ("gpt.mlp_ratio=0", "gpt.mlp_ratio"),
+    ("vqvae.commitment_weight=0", "vqvae.commitment_weight"),
+    ("vqvae.dead_code_threshold=-1", "vqvae.dead_code_threshold"),
+    ("seed=-1", "seed"),
+    ("seed=4294967296", "seed"),
+    ("sample.temperature=inf", "sample.temperature"),
+    ("sample.temperature=nan", "sample.temperature"),
+    ("sample.cfg_scale=inf", "sample.cfg_scale"),
+    ("sample.temperatures=(0.5,nan)", "sample.temperatures"),
+])
+def test_config_refuses_values_that_would_crash_or_misbehave(override, fragment):
+    with pytest.raises(config.ConfigError, match=fragment) as info:
+        config.build_config("tiny", [override])
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_config_accepts_the_edges():
+    cfg = config.build_config("tiny", ["vqvae_train.snapshot_steps=()", "gpt_train.warmup_steps=0",
+                                       "gpt_train.min_lr_ratio=1", "gpt_train.weight_decay=0", "seed=4294967295"])
+    assert cfg.vqvae_train.snapshot_steps == () and cfg.seed == 2 ** 32 - 1
+
+
+def config_error_line(result, *fragments):
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("config error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("script, args, fragments", [
+    ("vqvae_train.py", ["--set", "vqvae_train.num_show=0"], ["vqvae_train.num_show"]),
+    ("transformer_train.py", ["--set", "gpt.num_classes=5"], ["gpt.num_classes", "data.dataset"]),
+    ("generator.py", ["--seed", "-1"], ["--seed"]),
+])
+def test_config_errors_stop_a_script_before_any_work(tmp_path, script, args, fragments):
+    result = subprocess.run([sys.executable, script, "--preset", "tiny", "--set", f"checkpoint_dir={tmp_path / 'ck'}",
+                             "--set", f"results_dir={tmp_path / 'res'}", *args],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    config_error_line(result, *fragments)
+    assert not list(tmp_path.iterdir())  # nothing trained or written
+
+
+# --- 6. valid flags still work ---------------------------------------------------------------------------------------
+
+def test_valid_flags_still_work(dirs, tmp_path):
+    npz = tmp_path / "s.npz"
+    run("generator.py", *dirs, "--temperature", "0.5", "--top-k", "5", "--cfg", "1", "--batch-size", "7", "--n", "9",
+        "--save", str(npz))
+    with np.load(npz) as f:
+        assert f["images"].shape == (9, 1, 28, 28) and f["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    run("generator.py", *dirs, "--unconditional", "--temperature", "0.75", "--batch-size", "3", "--out", str(tmp_path))
+    assert (tmp_path / "uncond_temperature_0.75.png").is_file()
+    run("generator.py", *dirs, "--edit", "complete", "--edit-images", "2", "--edit-samples", "1", "--top-k", "0",
+        "--no-kv-cache", "--out", str(tmp_path))
+    assert (tmp_path / "edit_complete.png").is_file()
+    labels = np.arange(8) % 10
+    labels[::2] = -1  # unconditional samples stay allowed
+    result = run("evaluate.py", *dirs, write_npz(tmp_path / "mixed.npz", labels), "--no-reference", "--json")
+    assert '"n": 8' in result.stdout
+    result = run("evaluate.py", *dirs, "--no-reference", "--json", "--n", "8", "--batch-size", "3",
+                 "--temperature", "0.5", "--cfg", "1")
+    assert '"sampling_images_per_s"' in result.stdout
