@@ -36,7 +36,8 @@ def atomic_save(obj, path):
     atomic_write(path, write)
 
 
-def load_file(path, what="checkpoint", hint="", remedy="delete it and train again"):
+def load_file(path, what="checkpoint", hint="",
+              remedy="give a file written by this repo's scripts (a damaged one of ours: train it again)"):
     if not os.path.exists(path):
         raise CheckpointError(f"no {what} at {path}{hint}")
     if os.path.isdir(path):
@@ -44,15 +45,19 @@ def load_file(path, what="checkpoint", hint="", remedy="delete it and train agai
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{what} {path} is unreadable ({unreadable_reason(e)}); {remedy}") from None
+        raise CheckpointError(f"{what} {path} is unreadable ({unreadable_reason(e, path)}); {remedy}") from None
 
 
-def unreadable_reason(e):
+def unreadable_reason(e, path):
     """Why torch.load failed, in a few words. Its messages are long: a file that is not a torch file at all (random
     bytes, a text file) is said to be so, instead of quoting the weights_only advice torch appends."""
     text = str(e).strip()
-    if isinstance(e, EOFError) or not text:
+    if isinstance(e, EOFError) or not text or os.path.getsize(path) == 0:
         return "the file is empty or cut short"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # a zip archive, or a legacy pickle
+        return "not a PyTorch file"
     if "weights_only" in text and ("Unsupported global" in text or "GLOBAL" in text):
         return "it holds pickled code, which is never run"
     if isinstance(e, __import__("pickle").UnpicklingError) or "invalid load key" in text or "zip archive" in text:
