@@ -27,6 +27,7 @@ import config
 import data
 import evaluate
 import training
+import utilization
 from files import WriteError, atomic_write
 from checkpoint import CheckpointError, default_path, find_tokenizer, load_file, load_pair, load_vqvae
 from generator import class_ids, draw_images
@@ -87,6 +88,7 @@ def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_v
             opt.zero_grad()
             loss.backward()
             opt.step()
+        devices.synchronize(device)
 
     def prior_steps():
         prior_model.train()
@@ -97,6 +99,7 @@ def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_v
             opt.zero_grad()
             loss.backward()
             opt.step()
+        devices.synchronize(device)
 
     out = {}
     stages = [("vqvae", vq_steps, vq_batch)] if include_vqvae else []
@@ -230,13 +233,19 @@ def main(argv=None):
     parser.add_argument("--steps", default=",".join(map(str, STEP_COUNTS)),
                         help="reverse-step counts for the priors that have them")
     parser.add_argument("--report", action="store_true", help="write RESULTS.md (implies --sweep)")
-    parser.add_argument("--out", default="RESULTS.md", help="where --report writes")
+    parser.add_argument("--out", default="RESULTS.md", help="where --report and --utilization write")
+    parser.add_argument("--utilization", action="store_true",
+                        help="MFU of sampling and training against this device's matmul peak (untrained models of "
+                             "the config; no checkpoints needed), written into --out")
     args, cfg = config.parse_config(parser, argv)
     args.steps = positive_ints(args.steps)
     if args.steps is None:
         sys.exit("error: --steps must be positive integers separated by commas, e.g. 4,8,16")
     try:
-        run(cfg, args, argv if argv is not None else sys.argv[1:])
+        if args.utilization:
+            report_utilization(cfg, args)
+        else:
+            run(cfg, args, argv if argv is not None else sys.argv[1:])
     except (CheckpointError, data.DataError, WriteError) as e:
         sys.exit(f"error: {e}")
 
@@ -284,6 +293,69 @@ def run(cfg, args, argv):
         references = compare_priors(entries, cfg, device, dtype, args.n, args.steps)
         write_report(args.out, cfg, argv, machine, entries, references, sampling, train, sweep, plot_path, args.n)
         print(f"report: {args.out}")
+
+
+# --- utilization (MFU) -----------------------------------------------------------------------------------------------
+
+def measure_utilization(cfg, device, dtype, batch, repeats):
+    """(peaks, rows): this device's matmul peaks and one utilization.row per sampling mode and training stage of
+    every prior the config describes, measured against the peak of the dtype the models run in."""
+    found = utilization.peaks(device)
+    peak = found["bfloat16"] if dtype == torch.bfloat16 else found["float32"]
+    rows, timed_tokenizers = [], set()
+    for prior, vqvae in utilization.untrained_models(cfg, device):
+        classes = torch.arange(batch) % prior.cfg.num_classes
+        decoder = vqvae.flops()["decoder"]
+        mine = []
+        for scale in sorted({1.0, cfg.sample.cfg_scale}):
+            median, _ = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, cfg_scale=scale,
+                                                  batch_size=batch), repeats)
+            mine.append(utilization.row(f"{prior.title}: sampling, guidance {scale:g}, batch {batch}",
+                                        prior.sampling_flops(None, scale) + decoder, batch / median, peak))
+        speeds = training_speed(prior, vqvae, cfg, device, dtype, repeats,
+                                include_vqvae=id(vqvae) not in timed_tokenizers)  # each tokenizer once
+        timed_tokenizers.add(id(vqvae))
+        for stage, speed in speeds.items():
+            if stage == "vqvae":
+                name = f"{'multi-scale ' * vqvae.multiscale}VQ-VAE"
+                flops, batch_size = 3 * sum(vqvae.flops().values()), cfg.vqvae_train.batch_size
+            else:
+                name, flops, batch_size = (prior.title, 3 * prior.flops_per_sequence(),
+                                           getattr(cfg, f"{prior.kind}_train").batch_size)
+            mine.append(utilization.row(f"{name}: training step, batch {batch_size}", flops, speed["images_per_s"],
+                                        peak))
+        for r in mine:
+            print(f"{r['stage']}: {r['images_per_s']:.0f} images/s, {r['gflops_per_s']:.1f} GFLOP/s, "
+                  f"MFU {r['mfu']:.1%}")
+        rows += mine
+    return found, rows
+
+
+def report_utilization(cfg, args):
+    device = devices.pick_device(cfg.device)
+    dtype = devices.amp_dtype(device, cfg.amp)
+    machine = describe_machine(device, dtype)
+    print(machine)
+    batch = int(args.batch_sizes.split(",")[-1])
+    found, rows = measure_utilization(cfg, device, dtype, batch, args.repeats)
+    peaks = ", ".join(f"{name} {flops / 1e9:.1f} GFLOP/s" for name, flops in found.items())
+    print(f"matmul peak: {peaks}")
+    table = _table(["stage", "MFLOPs per image", "images/s", "achieved GFLOP/s", "MFU"],
+                   [[r["stage"], f"{r['mflops_per_image']:.1f}", f"{r['images_per_s']:.0f}",
+                     f"{r['gflops_per_s']:.1f}", f"{r['mfu']:.1%}"] for r in rows])
+    command = "python benchmark.py --utilization" + "".join(f" {a}" for a in sys.argv[1:] if a != "--utilization")
+    text = f"""Generated by `{command.strip()}` on {machine}.
+
+Attainable matmul peak of this device (2048 x 2048 torch.mm, best of {args.repeats}): {peaks}. The models run in
+{str(dtype).replace('torch.', '')}; MFU is measured against that dtype's peak. FLOPs per image are counted from
+the config (utilization.py): sampling = the prior's tokens (a KV cache computes each token once; guidance doubles
+the sequences) + the decoder; training = 3 x the forward pass. Models untrained, of the config's architecture.
+
+{table}
+"""
+    write_section(args.out, f"utilization-{device.type}", f"Utilization ({cfg.data.dataset} config, {device.type})",
+                  text)
+    print(f"report: {args.out}")
 
 
 # --- RESULTS.md -----------------------------------------------------------------------------------------------------
@@ -430,13 +502,14 @@ token per forward pass, VAR one whole scale.
 
 {_table(['stage', 'images/s', 'spread'], [[name, f"{r['images_per_s']:.0f}", f"{r['spread'][0]:.0f}-{r['spread'][1]:.0f}"] for name, r in train.items()])}
 """
-    write_section(path, spec, text)
+    write_section(path, spec.name, spec.title, text)
 
 
-def write_section(path, spec, text):
-    """Put one dataset's report into RESULTS.md between its markers, keeping the other datasets' sections."""
-    begin, end = f"<!-- {spec.name} -->", f"<!-- /{spec.name} -->"
-    section = f"{begin}\n## {spec.title}\n\n{text.strip()}\n{end}"
+def write_section(path, name, title, text):
+    """Put one report (a dataset's, or the utilization table) into RESULTS.md between its markers, keeping the
+    others."""
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    section = f"{begin}\n## {title}\n\n{text.strip()}\n{end}"
     old = open(path).read() if os.path.exists(path) else "# Results\n"
     if begin in old and end in old:
         new = old[:old.index(begin)] + section + old[old.index(end) + len(end):]

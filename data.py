@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+import distributed
 from checkpoint import CheckpointError, atomic_save, load_file
 
 
@@ -308,7 +309,8 @@ def encode_split(encode_fn, images_uint8, batch_size=1000, desc="encoding"):
     """Token grids idx_NHWK (int16, which holds any codebook size up to 32768) for all images."""
     from tqdm import tqdm
     chunks = [encode_fn(to_model_range(images_uint8[i:i + batch_size])).to(torch.int16).cpu()
-              for i in tqdm(range(0, len(images_uint8), batch_size), desc=desc, leave=False)]
+              for i in tqdm(range(0, len(images_uint8), batch_size), desc=desc, leave=False,
+                            disable=distributed.progress_off())]
     return torch.cat(chunks)
 
 

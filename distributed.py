@@ -10,7 +10,9 @@ own slice of each one (rank r takes items r, r + N, ...), so N processes follow 
 batches, same number of steps, same learning-rate schedule) and DDP averages their gradients. Rank 0 writes
 everything; the others wait at a barrier wherever they need what it wrote.
 """
+import inspect
 import os
+import sys
 from contextlib import contextmanager
 
 import torch
@@ -48,12 +50,22 @@ def start(device_choice):
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else ("cpu" if device_choice == "auto" else device_choice)
+    if not is_main():  # one console summary, rank 0's; errors (stderr) still show from every process
+        sys.stdout = open(os.devnull, "w")
+    if use_cuda:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu" if device_choice == "auto" else device_choice
 
 
 def stop():
     if active():
         dist.destroy_process_group()
+
+
+def progress_off():
+    """tqdm's `disable`: no bars on ranks other than 0, and none into a pipe or a log file (None = only on a
+    terminal)."""
+    return True if not is_main() else None
 
 
 def barrier():
@@ -120,7 +132,11 @@ def loss_function(model, device):
     if not active():
         return model.loss
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(LossModule(model), device_ids=ids, broadcast_buffers=False)
+    ddp = torch.nn.parallel.DistributedDataParallel
+    # buffers are made equal once, at construction (newer torch names this forward_sync_buffers=False)
+    no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                       else {"broadcast_buffers": False})
+    return ddp(LossModule(model), device_ids=ids, **no_forward_sync)
 
 
 @contextmanager

@@ -14,7 +14,8 @@ import socket
 
 
 class WriteError(RuntimeError):
-    """A file could not be written (full disk, read-only folder, a path through a file); scripts print it as one line."""
+    """A file could not be written (full disk, read-only folder, a path through a file); scripts print it as one
+    line."""
 
 
 def temp_path(path):
@@ -50,7 +51,8 @@ def describe_os_error(e, path):
     """One line naming the folder and what to do about it."""
     folder = os.path.dirname(os.path.abspath(path))
     if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return f"cannot write {path}: the disk holding {folder} is full ({e.strerror}); free space there or write elsewhere"
+        return (f"cannot write {path}: the disk holding {folder} is full ({e.strerror}); free space there or write "
+                f"elsewhere")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {path}: {folder} is not writable ({e.strerror}); choose a writable folder"
     if e.errno in (errno.ENOTDIR, errno.EEXIST):
@@ -93,14 +95,17 @@ class RunLock:
     """Only one training run per checkpoint: an flock on CHECKPOINT.lock, held for the run's lifetime. The kernel
     drops it when the process ends, however it ends, so a crashed or killed run never leaves it stuck."""
 
-    def __init__(self, checkpoint_path):
+    def __init__(self, checkpoint_path, enabled=True):
         self.path = f"{checkpoint_path}.lock"
         self.handle = None
+        self.enabled = enabled  # under torchrun only rank 0, the process that writes, takes the lock
 
     def __enter__(self):
         try:
             import fcntl
         except ImportError:  # Windows: no flock; runs are not locked there
+            return self
+        if not self.enabled:
             return self
         make_folder(self.path)
         try:

@@ -2,13 +2,39 @@
 import math
 import os
 import random
+import signal
+import sys
 
 import numpy as np
 import torch
 
 import config as config_module
+import data
+import distributed
 from checkpoint import CheckpointError, load_checkpoint
-from files import atomic_write
+from files import WriteError, atomic_write
+
+
+def run_main(cfg, train_call):
+    """A training script's main: join torchrun's process group when launched by it (cfg.device becomes this
+    process's device), run train_call(), and end every expected failure with one line on stderr."""
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupted)  # torchrun stops the other processes with SIGTERM when one fails
+    resume = "the checkpoint keeps the last finished epoch: continue with --resume"
+    try:
+        cfg.device = distributed.start(cfg.device)
+        train_call()
+    except (data.DataError, CheckpointError, WriteError, Diverged) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        why = "stopped by a signal (under torchrun: another process of this run ended; see torchrun's report)" \
+            if distributed.active() else "interrupted"
+        sys.exit(f"error: {why}; {resume}")
+    except torch.distributed.DistError as e:
+        sys.exit(f"error: another process of this run stopped ({str(e).strip().splitlines()[0][:100]}); {resume}")
+    finally:
+        distributed.stop()
 
 
 def lr_at(step, total_steps, base_lr, warmup_steps=0, min_ratio=0.0):
@@ -48,13 +74,15 @@ def resume_state(path, kind, run_config, train_section):
                               f"{train_section}.epochs={epochs_now}; to train longer, resume with "
                               f"--set {train_section}.epochs=N for some N > {ckpt['epoch']}")
     if epochs_now == ckpt["epoch"]:
-        print(f"{path} has finished its run ({epochs_now} epoch{'s' * (epochs_now != 1)}); nothing to resume (to train longer: --resume "
+        print(f"{path} has finished its run ({epochs_now} epoch{'s' * (epochs_now != 1)}); nothing to resume "
+              f"(to train longer: --resume "
               f"--set {train_section}.epochs=N, N > {epochs_now})")
         return None
     planned = saved.get(train_section, {}).get("epochs", epochs_now)
     if planned != epochs_now:
         print(f"extending the run from {planned} to {epochs_now} epochs: the learning-rate schedule is laid out again "
-              f"over {epochs_now} epochs from here (close to, not the same as, a {epochs_now}-epoch run from the start)")
+              f"over {epochs_now} epochs from here (close to, not the same as, a {epochs_now}-epoch run from the "
+              f"start)")
     return ckpt
 
 
@@ -82,11 +110,16 @@ def set_rng_state(state):
         torch.mps.set_rng_state(state["mps"])
 
 
-def resumable_state(epoch, optimizer, scaler, train_seconds):
+def resumable_state(epoch, optimizer, scaler, train_seconds, rng_states):
     """What a checkpoint holds beyond the weights so that --resume continues bit for bit: the optimizer, the AMP
-    loss scaler, every RNG stream, and where the run stands."""
-    return {"epoch": epoch, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-            "train_seconds": train_seconds}
+    loss scaler, every RNG stream (rng_states: gathered_rng_states(), one per process), and where the run stands."""
+    return {"epoch": epoch, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng_states[0] if len(rng_states) == 1 else rng_states, "train_seconds": train_seconds}
+
+
+def gathered_rng_states():
+    """Every process's RNG streams, in rank order (called by all processes; rank 0 saves them)."""
+    return distributed.gather(rng_state())
 
 
 def restore(ckpt, model, optimizer, scaler):
@@ -95,8 +128,13 @@ def restore(ckpt, model, optimizer, scaler):
     optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    if "rng" in ckpt:  # checkpoints from before RNG states were saved resume, but not bit for bit
-        set_rng_state(ckpt["rng"])
+    states = ckpt.get("rng")  # checkpoints from before RNG states were saved resume, but not bit for bit
+    if isinstance(states, list):  # one per process of a torchrun run
+        states = states[distributed.rank()] if len(states) == distributed.world_size() else None
+    elif distributed.world_size() > 1:
+        states = None  # a single-process run continued by several: each keeps its own seed's stream
+    if states:
+        set_rng_state(states)
     return ckpt["epoch"] + 1, ckpt["history"], ckpt["train_seconds"]
 
 

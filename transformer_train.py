@@ -6,6 +6,7 @@
     python transformer_train.py --preset fashion_mnist --prior diffusion   # another dataset, the same commands
     python transformer_train.py --prior diffusion     # discrete diffusion (diffusion.noise = mask | uniform)
     python transformer_train.py --resume              # continue an interrupted run
+    torchrun --standalone --nproc_per_node=2 transformer_train.py --prior var   # 2 processes (DDP; distributed.py)
 
 The dataset is encoded once and cached under data/tokens/, keyed by the tokenizer's fingerprint. Every prior
 (models/prior.py) shares this script's loop: each exposes `loss(tokens_BL, class_B)` and `sample(...)`. Writes checkpoints/<prior>.pt
@@ -16,7 +17,6 @@ reverse process as a strip and an animated GIF at the end.
 """
 import math
 import os
-import sys
 import time
 
 import torch
@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 import config
 import data
+import distributed
 import training
 from checkpoint import CheckpointError, atomic_save, build_prior, default_path, load_vqvae, tokenizer_path
-from files import RunLock, WriteError, ensure_folder
+from files import RunLock, ensure_folder
 from generator import draw_images, save_reverse_process
 from models import device as devices
 from models.prior import prior_class, priors_with, registered
@@ -56,21 +57,24 @@ def validation_loss(model, tokens_NL, labels_N, device, dtype, batch_size=1000, 
     return total / len(tokens_NL)
 
 
-def train_epoch(model, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device, dtype, step, total_steps, seed,
-                ckpt_path):
+def train_epoch(model, loss_fn, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device, dtype, step, total_steps,
+                seed, ckpt_path):
     """One pass over the tokens; stops at the first non-finite loss (training.Diverged) before it changes the
-    weights."""
+    weights. loss_fn: model.loss, or the same through DDP under torchrun (each process takes its shard of every
+    global batch, after the class dropout drawn for the whole batch, so the draws match a single process)."""
     model.train()
     rng = training.epoch_generator(seed, epoch)
-    batches = data.batch_indices(len(tokens_NL), tc.batch_size, rng)
+    batches = distributed.usable_batches(data.batch_indices(len(tokens_NL), tc.batch_size, rng))
     total = 0.0
-    bar = tqdm(batches, desc=f"{model.name} epoch {epoch}/{tc.epochs}", leave=False)
+    bar = tqdm(batches, desc=f"{model.name} epoch {epoch}/{tc.epochs}", leave=False, disable=distributed.progress_off())
     for batch in bar:
-        tokens, labels = tokens_NL[batch].to(device), model.drop_classes(labels_N[batch], rng)
+        labels = model.drop_classes(labels_N[batch], rng)
+        mine = distributed.shard(torch.arange(len(batch)))
+        tokens, labels = tokens_NL[batch[mine]].to(device), labels[mine]
         training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, tc.warmup_steps, tc.min_lr_ratio))
         with devices.autocast(device, dtype):
-            loss = model.loss(tokens, labels.to(device))
-        loss_value = loss.item()
+            loss = loss_fn(tokens, labels.to(device))
+        loss_value = distributed.mean(loss.item())  # every process stops together on a non-finite loss
         training.check_finite(loss_value, epoch, step + 1, ckpt_path, f"--set {model.kind}_train.lr=...")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -103,10 +107,8 @@ def main(argv=None):
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt, "
                                                       "or vqvae_multiscale.pt for --prior var)")
     args, cfg = config.parse_config(parser, argv)
-    try:
-        train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae, overwrite=args.overwrite)
-    except (data.DataError, CheckpointError, WriteError, training.Diverged) as e:
-        sys.exit(f"error: {e}")
+    training.run_main(cfg, lambda: train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae,
+                                         overwrite=args.overwrite))
 
 
 def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset, preset=None):
@@ -123,18 +125,19 @@ def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset, preset=None):
 
 
 def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
-    """Train (or continue) a prior of a registered kind; one run at a time per checkpoint file."""
+    """Train (or continue) a prior of a registered kind; one run at a time per checkpoint file (rank 0 holds the
+    lock)."""
     prior_cls = prior_class(kind)
     if kind not in config.prior_sections(cfg):
         raise CheckpointError(f"the {kind} prior has no config section; add `{kind}` and `{kind}_train` to config.Config")
     ckpt_path = default_path(cfg, prior_cls.checkpoint_name(getattr(cfg, kind)))
-    with RunLock(ckpt_path):
+    with RunLock(ckpt_path, enabled=distributed.is_main()):
         training.refuse_overwrite(ckpt_path, resume, overwrite)
         run(cfg, prior_cls, ckpt_path, resume, vqvae_path)
 
 
 def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
-    devices.seed_everything(cfg.seed)
+    devices.seed_everything(cfg.seed + distributed.rank())  # dropout and noise differ; weights come from rank 0
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
     kind = prior_cls.kind
@@ -147,7 +150,8 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset, preset=cfg.preset)
     check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset, cfg.preset)
     tokenizer_id = vqvae_ckpt["tokenizer_id"]
-    tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
+    with distributed.main_first():  # rank 0 encodes and caches; the others then read the cache
+        tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
     train_tokens, train_labels = tokens["train"][0].flatten(1), tokens["train"][1]
     test_tokens, test_labels = tokens["test"][0].flatten(1), tokens["test"][1]
 
@@ -166,13 +170,19 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
     exact = prior_cls.exact_likelihood  # else a training loss such as diffusion's denoising loss
     print(f"{kind}: sequence of {model.L} tokens, {training.count_parameters(model, trainable=True) / 1e6:.2f}M "
           f"trainable parameters, tokenizer {tokenizer_id}; {devices.describe(device, dtype)}")
-    steps_per_epoch = math.ceil(len(train_tokens) / tc.batch_size)
+    steps_per_epoch = len(distributed.usable_batches(data.batch_indices(len(train_tokens), tc.batch_size,
+                                                                        shuffle=False)))
+    loss_fn = distributed.loss_function(model, device)
     total_steps, step = tc.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
     for epoch in range(start_epoch, tc.epochs + 1):
         t0 = time.time()
-        train_loss, step = train_epoch(model, optimizer, scaler, train_tokens, train_labels, tc, epoch, device,
-                                       dtype, step, total_steps, cfg.seed, ckpt_path)
+        train_loss, step = train_epoch(model, loss_fn, optimizer, scaler, train_tokens, train_labels, tc, epoch,
+                                       device, dtype, step, total_steps, cfg.seed, ckpt_path)
         elapsed += time.time() - t0
+        rng_states = training.gathered_rng_states()
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 validates and writes
+            continue
         val_loss = validation_loss(model, test_tokens, test_labels, device, dtype, seed=cfg.seed)
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                         "val_bits_per_token": val_loss / math.log(2), "seconds": elapsed})
@@ -180,7 +190,7 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
                      "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                      "history": history, "run_config": run_cfg, **vqvae.token_info(),
                      "tokenizer_id": tokenizer_id, "vqvae_path": vqvae_path,
-                     **training.resumable_state(epoch, optimizer, scaler, elapsed)}, ckpt_path)
+                     **training.resumable_state(epoch, optimizer, scaler, elapsed, rng_states)}, ckpt_path)
         figure = f"= {val_loss / math.log(2):.3f} bits/token" if exact else "(denoising loss)"
         print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats {figure}  ({elapsed:.0f}s)")
         with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
@@ -189,7 +199,8 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
                                  os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"), cfg.seed)
             training.plot_curves(history, ("train_loss", "val_loss"), os.path.join(results_dir, "loss.png"),
                                  f"{name} {'cross-entropy' if exact else 'denoising loss'} (nats per token)")
-    if prior_cls.reverse_process:
+        distributed.barrier()
+    if prior_cls.reverse_process and distributed.is_main():
         save_reverse_process(model, vqvae, device, dtype, os.path.join(results_dir, "reverse_process"), cfg.seed,
                              class_names=data.dataset(cfg.data.dataset).class_names)
     print(f"checkpoint: {ckpt_path}\nsamples and curves: {results_dir}/")

@@ -5,6 +5,7 @@
     python vqvae_train.py --preset mnist_var               # VAR's multi-scale residual tokenizer
     python vqvae_train.py --preset fashion_mnist           # another dataset: checkpoints/fashion_mnist/vqvae.pt
     python vqvae_train.py --resume                         # continue an interrupted run
+    torchrun --standalone --nproc_per_node=2 vqvae_train.py   # 2 processes (DDP; see distributed.py)
 
 Writes checkpoints/vqvae.pt (weights + config + tokenizer fingerprint), and into _results/vqvae/: originals over
 reconstructions of fixed test images every `vqvae_train.sample_every` epochs, and loss / codebook-usage curves.
@@ -13,7 +14,6 @@ The multi-scale tokenizer writes checkpoints/vqvae_multiscale.pt and _results/vq
 original, so the image sharpens scale by scale.
 """
 import os
-import sys
 import time
 
 import torch
@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 import config
 import data
+import distributed
 import training
 from checkpoint import CheckpointError, atomic_save, tokenizer_fingerprint, tokenizer_path
-from files import RunLock, WriteError, ensure_folder
+from files import RunLock, ensure_folder
 from models import device as devices
 from models.vqvae import VQVAE
 
@@ -79,36 +80,42 @@ def save_scale_strip(model, images_uint8, device, path):
     training.save_image_grid(torch.stack(columns, dim=1).flatten(0, 1), path, nrow=len(columns))
 
 
-def train_epoch(model, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps, snapshot,
-                ckpt_path):
+def epoch_batches(n, tc, seed, epoch):
+    """The epoch's global batches of image indices: the same on every process (each trains on its shard)."""
+    return distributed.usable_batches(data.batch_indices(n, tc.batch_size, training.epoch_generator(seed, epoch)))
+
+
+def train_epoch(model, loss_fn, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps,
+                snapshot, ckpt_path):
     """One pass over the data; snapshot(step) saves reconstructions at the configured early steps. Stops at the
-    first non-finite loss (training.Diverged), before that step changes the weights."""
+    first non-finite loss (training.Diverged), before that step changes the weights. loss_fn: model.loss, or the
+    same through DDP under torchrun."""
     model.train()
     tc = cfg.vqvae_train
-    batches = data.batch_indices(len(images_uint8), tc.batch_size, training.epoch_generator(cfg.seed, epoch))
+    batches = epoch_batches(len(images_uint8), tc, cfg.seed, epoch)
     sums = {"loss": 0.0, "mse": 0.0, "perplexity": 0.0}
-    bar = tqdm(batches, desc=f"vqvae epoch {epoch}/{tc.epochs}", leave=False)
+    bar = tqdm(batches, desc=f"vqvae epoch {epoch}/{tc.epochs}", leave=False, disable=distributed.progress_off())
     for batch in bar:
-        x = data.to_model_range(images_uint8[batch]).to(device)
+        x = data.to_model_range(images_uint8[distributed.shard(batch)]).to(device)
         training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, warmup_steps=0, min_ratio=0.1))
         with devices.autocast(device, dtype):
-            loss, parts = model.loss(x)
+            loss, parts = loss_fn(x)
         mse, perplexity_K = parts["mse"], parts["perplexity_K"]
-        loss_value = loss.item()
+        loss_value = distributed.mean(loss.item())  # every process stops together on a non-finite loss
         training.check_finite(loss_value, epoch, step + 1, ckpt_path, "--set vqvae_train.lr=...")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         step += 1
-        if step in tc.snapshot_steps:
+        if step in tc.snapshot_steps and distributed.is_main():
             snapshot(step)
             model.train()
         sums["loss"] += loss_value
         sums["mse"] += mse.item() / 4
         sums["perplexity"] += perplexity_K.mean().item()
         bar.set_postfix(mse=f"{mse.item() / 4:.4f}", ppl=f"{perplexity_K.mean().item():.0f}")
-    return {f"train_{k}": v / len(batches) for k, v in sums.items()}, step
+    return {f"train_{k}": distributed.mean(v / len(batches)) for k, v in sums.items()}, step
 
 
 def main(argv=None):
@@ -116,21 +123,18 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint with a new run")
     args, cfg = config.parse_config(parser, argv)
-    try:
-        train(cfg, resume=args.resume, overwrite=args.overwrite)
-    except (data.DataError, CheckpointError, WriteError, training.Diverged) as e:
-        sys.exit(f"error: {e}")
+    training.run_main(cfg, lambda: train(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
 def train(cfg, resume=False, overwrite=False):
-    """Train (or continue) the tokenizer; one run at a time per checkpoint file."""
-    with RunLock(tokenizer_path(cfg)):
+    """Train (or continue) the tokenizer; one run at a time per checkpoint file (rank 0 holds the lock)."""
+    with RunLock(tokenizer_path(cfg), enabled=distributed.is_main()):
         training.refuse_overwrite(tokenizer_path(cfg), resume, overwrite)
         run(cfg, resume)
 
 
 def run(cfg, resume):
-    devices.seed_everything(cfg.seed)
+    devices.seed_everything(cfg.seed + distributed.rank())  # dropout-like draws differ; weights come from rank 0
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
     ckpt_path = tokenizer_path(cfg)
@@ -158,7 +162,8 @@ def run(cfg, resume):
               f"{H}x{W}x{K} tokens, {cfg.vqvae.codebook_size} codes per codebook")
     print(f"VQ-VAE on {cfg.data.dataset}: {layout}, {training.count_parameters(model) / 1e6:.2f}M parameters; "
           f"{devices.describe(device, dtype)}")
-    steps_per_epoch = len(data.batch_indices(len(train_images), cfg.vqvae_train.batch_size, shuffle=False))
+    steps_per_epoch = len(epoch_batches(len(train_images), cfg.vqvae_train, cfg.seed, 1))
+    loss_fn = distributed.loss_function(model, device)
     total_steps, step = cfg.vqvae_train.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
     show = test_images[:cfg.vqvae_train.num_show]
 
@@ -167,17 +172,25 @@ def run(cfg, resume):
 
     for epoch in range(start_epoch, cfg.vqvae_train.epochs + 1):
         t0 = time.time()
-        train_stats, step = train_epoch(model, optimizer, scaler, train_images, cfg, epoch, device, dtype, step,
-                                        total_steps, snapshot, ckpt_path)
+        train_stats, step = train_epoch(model, loss_fn, optimizer, scaler, train_images, cfg, epoch, device, dtype,
+                                        step, total_steps, snapshot, ckpt_path)
         elapsed += time.time() - t0
+        tokenizer_id = tokenizer_fingerprint(model)
+        if not distributed.all_equal(tokenizer_id):
+            raise CheckpointError("the processes' codebooks diverged; this is a bug: please report it")
+        rng_states = training.gathered_rng_states()
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 validates and writes
+            continue
         val = evaluate(model, test_images, device, dtype)
         history.append({"epoch": epoch, **train_stats, "val_mse": val["val_mse"],
                         "usage": min(val["usage"]), "seconds": elapsed})
         model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_save({"kind": "vqvae", "dataset": cfg.data.dataset, "config": config.to_dict(cfg.vqvae), "model": model_cpu,
+        atomic_save({"kind": "vqvae", "dataset": cfg.data.dataset, "config": config.to_dict(cfg.vqvae),
+                     "model": model_cpu,
                      "history": history, "run_config": run_cfg, "metrics": val,
-                     "tokenizer_id": tokenizer_fingerprint(model),
-                     **training.resumable_state(epoch, optimizer, scaler, elapsed)}, ckpt_path)
+                     "tokenizer_id": tokenizer_id,
+                     **training.resumable_state(epoch, optimizer, scaler, elapsed, rng_states)}, ckpt_path)
         usage = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(val["usage"], val["perplexity"]))
         print(f"epoch {epoch}: train mse {train_stats['train_mse']:.4f}  val mse {val['val_mse']:.4f}  "
               f"{'per-scale' if model.multiscale else 'codebook'} usage/perplexity {usage}  ({elapsed:.0f}s)")
@@ -189,6 +202,9 @@ def run(cfg, resume):
                                      os.path.join(results_dir, f"{tag}scales_epoch{epoch:03d}.png"))
             training.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, f"{tag}loss.png"),
                                  "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
+        distributed.barrier()
+    if distributed.world_size() > 1:
+        print(f"{distributed.world_size()} processes trained tokenizer {tokenizer_id} with identical codebooks")
     print(f"checkpoint: {ckpt_path}\nreconstructions and curves: {results_dir}/")
 
 

@@ -52,6 +52,14 @@ def grad_scaler(device, dtype):
     return torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
 
 
+def synchronize(device):
+    """Wait for the device's queued work (GPUs run asynchronously), so a timer measures the work, not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from config import DiffusionConfig
 from models.prior import Prior, filtered_probs, guide, register
-from models.transformer import Block, init_gpt2_weights, register_raster_positions
+from models.transformer import Block, block_flops, init_gpt2_weights, register_raster_positions
 
 
 def corrupted_fraction(t):
@@ -97,6 +97,12 @@ class DiscreteDiffusion(Prior):
     @property
     def title(self):
         return f"diffusion, {self.cfg.noise}"
+
+    def flops_per_sequence(self):
+        """n_layer bidirectional blocks over the class token and the L tokens, then the head's logits (K codebooks x V
+        codes) at every token."""
+        d, T, head = self.cfg.d_model, self.L + 1, self.grid_shape[-1] * self.V
+        return self.cfg.n_layer * block_flops(T, T, d, self.cfg.mlp_ratio) + 2 * self.L * d * head
 
     def forward_passes(self, steps=None):
         """Transformer evaluations per image (doubled in batch size, not in count, by guidance)."""

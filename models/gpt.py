@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from config import GPTConfig
 from models.prior import Prior, guide, register, sample_from_logits
-from models.transformer import Block, init_gpt2_weights, register_raster_positions
+from models.transformer import Block, block_flops, init_gpt2_weights, register_raster_positions
 
 
 def grid_to_sequence(idx_BHWK):
@@ -88,6 +88,12 @@ class GPT(Prior):
         return self.cross_entropy(self.forward(tokens_BL, class_B), tokens_BL)
 
     # --- sampling ---------------------------------------------------------------------------------------------
+    def flops_per_sequence(self):
+        """n_layer causal blocks over the L tokens, then the head's logits (K codebooks x V codes) at every
+        position."""
+        d, head = self.cfg.d_model, self.grid_shape[-1] * self.V
+        return self.cfg.n_layer * block_flops(self.L, self.L, d, self.cfg.mlp_ratio) + 2 * self.L * d * head
+
     def forward_passes(self, steps=None):
         return self.L
 

@@ -151,6 +151,18 @@ class Prior(nn.Module):
     def loss(self, tokens_BL, class_B):
         raise NotImplementedError
 
+    def flops_per_sequence(self):
+        """Forward FLOPs of the transformer over one whole token sequence (what a training step computes per image,
+        before the backward pass's 2x), counted from the config (models.transformer.block_flops)."""
+        raise NotImplementedError
+
+    def sampling_flops(self, steps=None, cfg_scale=1.0):
+        """FLOPs of drawing one image's tokens. With a KV cache each token passes through the transformer once: about
+        one whole-sequence forward. Without one, every one of forward_passes(steps) passes runs the whole sequence.
+        Guidance runs a conditional and an unconditional sequence."""
+        passes = 1 if self.kv_cache else self.forward_passes(steps)
+        return passes * self.flops_per_sequence() * (2 if cfg_scale != 1 else 1)
+
     def forward_passes(self, steps=None):
         """Transformer evaluations per image when sampling (guidance doubles the batch, not the count)."""
         raise NotImplementedError

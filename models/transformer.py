@@ -74,6 +74,14 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
 
+def block_flops(tokens, context, d_model, mlp_ratio):
+    """Forward FLOPs (a multiply-add counts 2) of one block on `tokens` tokens that each attend to `context` tokens:
+    per token, the q/k/v and output projections 2 * 4 d^2, the MLP 2 * 2 r d^2, the scores and the weighted sum of
+    values 2 * 2 * context * d. As in nanoGPT's estimate_mfu (after PaLM), attention counts the whole context even
+    where a causal mask zeroes part of it; norms, activations and softmax are left out (a few percent)."""
+    return tokens * (8 * d_model ** 2 + 4 * mlp_ratio * d_model ** 2 + 4 * context * d_model)
+
+
 def mlp(d_model, mlp_ratio, dropout):
     """The feed-forward half of a block: d -> mlp_ratio * d -> d."""
     return nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),

@@ -22,7 +22,7 @@ import torch.nn as nn
 from config import VARConfig
 from models.prior import Prior, guide, register, sample_from_logits
 from models.quantizer import MultiScaleResidualQuantizer, split_scales
-from models.transformer import SelfAttention, mlp
+from models.transformer import SelfAttention, block_flops, mlp
 
 
 def modulate(x_BTD, shift_BD, scale_BD):
@@ -147,6 +147,14 @@ class VAR(Prior):
 
     def loss(self, tokens_BL, class_B):
         return self.cross_entropy(self.forward(tokens_BL, class_B), tokens_BL)
+
+    def flops_per_sequence(self):
+        """The code vectors' projection into the model, n_layer block-causal blocks over the L tokens of all scales
+        (each with its class-conditioned adaLN projection, once per image), the final adaLN and the head. The frozen
+        tokenizer's phi convolutions that build the inputs are left out (they run once per scale, not per token)."""
+        d = self.cfg.d_model
+        blocks = self.cfg.n_layer * (block_flops(self.L, self.L, d, self.cfg.mlp_ratio) + 2 * d * 6 * d)
+        return 2 * self.L * self.code_dim * d + blocks + 2 * d * 2 * d + 2 * self.L * d * self.V
 
     def forward_passes(self, steps=None):
         return len(self.scales)

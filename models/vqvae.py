@@ -76,6 +76,27 @@ class Decoder(nn.Module):
         return self.head(h)
 
 
+def conv_flops(module, input_BCHW):
+    """Forward FLOPs per image of every Conv2d in `module` (a multiply-add counts 2: per output value, 2 x input
+    channels per group x kernel height x width), read off each conv's output shape on one pass of one image.
+    Activations, norms and upsampling are left out (a few percent)."""
+    total = 0
+
+    def count(conv, inputs, output_BCHW):
+        nonlocal total
+        per_output = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+        total += 2 * output_BCHW[0].numel() * per_output
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            module(input_BCHW[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
 class VQVAE(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -106,6 +127,14 @@ class VQVAE(nn.Module):
             return sum(s * s for s in self.cfg.scales)
         H, W, K = self.grid_shape
         return H * W * K
+
+    def flops(self):
+        """Forward FLOPs per image of the encoder and of the decoder: {'encoder': ..., 'decoder': ...} (the
+        quantizer's distance computations and the multi-scale phi convs are left out)."""
+        c = self.cfg
+        image_BCHW = torch.zeros(1, c.image_channels, c.image_size, c.image_size, device=next(self.parameters()).device)
+        latent_BCHW = torch.zeros(1, c.num_codebooks * c.code_dim, c.grid_size, c.grid_size, device=image_BCHW.device)
+        return {"encoder": conv_flops(self.encoder, image_BCHW), "decoder": conv_flops(self.decoder, latent_BCHW)}
 
     def token_info(self):
         """What a prior needs to know of this tokenizer's sequence (stored in every prior checkpoint)."""

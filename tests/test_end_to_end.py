@@ -17,7 +17,8 @@ from PIL import Image
 from checkpoint import load_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}  # bars are cleared on a terminal; a pipe would keep them
+# no progress bars: on a terminal they are cleared before an error line, in a pipe they would stay
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
 
 def run(script, *args, check=True, preset="tiny"):

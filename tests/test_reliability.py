@@ -100,9 +100,9 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_while_the_first_holds_it
 
 
 def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from files import RunLock; "
-                               f"RunLock({str(tmp_path / 'ck' / 'vqvae.pt')!r}).__enter__(); print('held', flush=True); "
-                               "time.sleep(60)"], cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
+    hold = (f"import time; from files import RunLock; RunLock({str(tmp_path / 'ck' / 'vqvae.pt')!r}).__enter__(); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)

@@ -1,0 +1,102 @@
+"""torchrun + DDP on the CPU (gloo): each training script with 2 processes, spawned by the test itself, against the
+single-process run on the same global batch.
+
+Tolerances: the GPT without dropout follows exactly the single-process computation except for the order of the
+gradient sum (DDP averages two half-batch means), so its weights agree to ~1e-6 and losses to ~1e-7; we allow 1e-4.
+The VQ-VAE agrees less closely by design: codes are started and restarted on random encoder outputs of rank 0's
+half of the batch rather than of the whole batch; its reconstruction error after an epoch agrees within 5%.
+"""
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from test_end_to_end import ENV, REPO, run
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def torchrun(script, *args, preset="tiny"):
+    result = subprocess.run([*TORCHRUN, script, "--preset", preset, *args], cwd=REPO, env=ENV, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"{script} under torchrun failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def dirs_of(root):
+    return ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
+
+
+def load(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    """The VQ-VAE trained once by one process and once by two."""
+    one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
+    run("vqvae_train.py", *dirs_of(one))
+    result = torchrun("vqvae_train.py", *dirs_of(two))
+    return one, two, result
+
+
+def test_two_processes_write_one_checkpoint_and_one_set_of_pngs(tokenizers):
+    one, two, result = tokenizers
+    assert sorted(p.name for p in (two / "ck").iterdir()) == ["vqvae.pt", "vqvae.pt.lock"]
+    assert sorted(p.name for p in (two / "res" / "vqvae").iterdir()) == \
+        sorted(p.name for p in (one / "res" / "vqvae").iterdir())
+    assert result.stdout.count("checkpoint:") == 1  # one console summary, rank 0's
+
+
+def test_the_codebooks_are_identical_on_both_processes(tokenizers):
+    _, two, result = tokenizers
+    tokenizer_id = load(two / "ck" / "vqvae.pt")["tokenizer_id"]
+    assert f"2 processes trained tokenizer {tokenizer_id} with identical codebooks" in result.stdout
+
+
+def test_the_tokenizer_follows_the_single_process_run(tokenizers):
+    one, two, _ = tokenizers
+    a, b = load(one / "ck" / "vqvae.pt")["history"][0], load(two / "ck" / "vqvae.pt")["history"][0]
+    assert b["val_mse"] == pytest.approx(a["val_mse"], rel=0.05)
+    assert b["train_mse"] == pytest.approx(a["train_mse"], rel=0.05)
+
+
+def test_the_gpt_matches_the_single_process_run_on_the_same_global_batch(tokenizers, tmp_path):
+    one, _, _ = tokenizers
+    flags = ["--set", "gpt.dropout=0", "--set", "gpt_train.epochs=2"]
+    for name in ("single", "double"):
+        (tmp_path / name / "ck").mkdir(parents=True)
+        shutil.copyfile(one / "ck" / "vqvae.pt", tmp_path / name / "ck" / "vqvae.pt")
+    run("transformer_train.py", *dirs_of(tmp_path / "single"), *flags)
+    torchrun("transformer_train.py", *dirs_of(tmp_path / "double"), *flags)
+    a, b = load(tmp_path / "single" / "ck" / "gpt.pt"), load(tmp_path / "double" / "ck" / "gpt.pt")
+    for row_a, row_b in zip(a["history"], b["history"]):
+        assert row_b["train_loss"] == pytest.approx(row_a["train_loss"], abs=1e-4)
+        assert row_b["val_loss"] == pytest.approx(row_a["val_loss"], abs=1e-4)
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-4), key
+    assert sorted(p.name for p in (tmp_path / "double" / "res" / "transformer").iterdir()) == \
+        ["loss.png", "samples_epoch001.png", "samples_epoch002.png"]
+
+
+@pytest.mark.parametrize("prior", ["var", "diffusion"])
+def test_var_and_diffusion_train_and_resume_under_two_processes(tmp_path, prior):
+    preset = "tiny_var" if prior == "var" else "tiny"
+    dirs = dirs_of(tmp_path)
+    run("vqvae_train.py", *dirs, preset=preset)
+    torchrun("transformer_train.py", *dirs, "--prior", prior, preset=preset)
+    result = torchrun("transformer_train.py", *dirs, "--prior", prior, "--resume", "--set", f"{prior}_train.epochs=2",
+                      preset=preset)
+    assert "resuming after epoch 1" in result.stdout
+    ckpt = load(tmp_path / "ck" / f"{prior}.pt")
+    assert ckpt["epoch"] == 2 and len(ckpt["rng"]) == 2  # one RNG state per process
+
+
+def test_the_tokenizer_resumes_under_two_processes(tmp_path):
+    dirs = dirs_of(tmp_path)
+    torchrun("vqvae_train.py", *dirs)
+    result = torchrun("vqvae_train.py", *dirs, "--resume", "--set", "vqvae_train.epochs=2")
+    assert "resuming after epoch 1" in result.stdout and "identical codebooks" in result.stdout
+    assert load(tmp_path / "ck" / "vqvae.pt")["epoch"] == 2
