@@ -110,7 +110,7 @@ def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_v
 
 
 def temperature_sweep(prior, vqvae, cfg, device, dtype, temperatures, n):
-    classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device, cfg.data.dataset)
+    classifier = evaluate.load_classifier(evaluate.classifier_path(cfg), device, cfg.data.dataset)
     test_images, _ = data.load_split(cfg.data, train=False)
     _, reference = evaluate.classify(classifier, test_images, device)
     rows = []
@@ -188,7 +188,7 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
 def compare_priors(entries, cfg, device, dtype, n, step_counts):
     """Quality of every prior (and of each tokenizer's reconstructions), plus the priors with reverse steps at
     several step counts."""
-    classifier = evaluate.load_classifier(default_path(cfg, "classifier"), device, cfg.data.dataset)
+    classifier = evaluate.load_classifier(evaluate.classifier_path(cfg), device, cfg.data.dataset)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     train_images, train_labels = data.load_split(cfg.data, train=True)
     _, reference = evaluate.classify(classifier, test_images, device)
@@ -256,7 +256,7 @@ def run(cfg, args, argv):
     dtype = devices.amp_dtype(device, cfg.amp)
     entries = load_priors(cfg, device)
     if args.sweep or args.report:  # fail now, not after the speed runs
-        evaluate.load_classifier(default_path(cfg, "classifier"), device, cfg.data.dataset)
+        evaluate.load_classifier(evaluate.classifier_path(cfg), device, cfg.data.dataset)
     machine = describe_machine(device, dtype)
     print(machine)
 
@@ -443,7 +443,7 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
     guidance = cfg.sample.cfg_scale
     spec = data.dataset(cfg.data.dataset)
     text = f"""Produced by `python benchmark.py {' '.join(argv)}` on {datetime.date.today().isoformat()} (commit {commit}).
-Machine: {machine}.
+Machine: {machine}. Scored with the classifier {os.path.relpath(evaluate.classifier_path(cfg))}.
 Every prior was trained by `transformer_train.py` with its default config, each on its tokenizer: {on_tokenizers}.
 
 ### Which prior wins at which budget

@@ -1,15 +1,17 @@
 """Quality figures for generated images, computed with the repo's own classifier of the dataset.
 
-    python evaluate.py --train-classifier                 # (re)build checkpoints/classifier.pt (~99.4% test acc.)
-    python evaluate.py --train-classifier --preset fashion_mnist   # ... checkpoints/fashion_mnist/classifier.pt
     python evaluate.py samples.npz                        # score an npz from generator.py --save
+    python evaluate.py my_images.npy                      # ... any uint8 array (no labels: no accuracy row)
+    python evaluate.py my_pngs/                           # ... a folder of PNG files
     python evaluate.py --n 10000 --temperature 1.0        # draw from checkpoints/gpt.pt + vqvae.pt, then score
     python evaluate.py --prior var                        # ... from checkpoints/var.pt + vqvae_multiscale.pt
     python evaluate.py samples.npz --prior var            # score a file; reference rows from VAR's tokenizer
     python evaluate.py samples.npz --json                 # one JSON line instead of the table
+    python evaluate.py --train-classifier                 # rebuild the classifier: checkpoints/classifier.pt
+    python evaluate.py samples.npz --classifier checkpoints/classifier.pt   # score with the rebuilt one
 
-The drawing flags (--n, --temperature, --cfg, --steps, --batch-size) are checked as generator.py checks them, and
-refused with an npz (its samples are already drawn). An npz's labels must be class ids or -1 (unconditional).
+The classifier's weights ship with the repo (evaluator/mnist.pt, evaluator/fashion_mnist.pt; their SHA-256 is
+checked before use), so figures compare across machines; other datasets use the one --train-classifier builds.
 
 Metrics, all in the classifier's 128-d penultimate feature space, against the dataset's test set:
   FID   Frechet distance between Gaussian fits (Heusel et al. 2017), the classifier standing in for Inception
@@ -23,6 +25,7 @@ Metrics, all in the classifier's 128-d penultimate feature space, against the da
 Reference rows give the numbers meaning: real training images (the floor) and VQ-VAE reconstructions of the test
 set (the best any prior on this tokenizer can do).
 """
+import hashlib
 import json
 import math
 import os
@@ -39,18 +42,14 @@ import data
 from checkpoint import (CheckpointError, atomic_save, check_dataset, default_path, load_checkpoint, load_pair,
                         load_vqvae, prior_path, tokenizer_path)
 from files import WriteError
+from image_files import MIN_SAMPLES, SampleFileError, read_images
 from generator import FlagError, check_sampling_flags, check_steps, class_ids, draw_images, flag
 from models import device as devices
 from models.classifier import Classifier
 
 
-MIN_SAMPLES = 4  # precision/recall need each point's 3 nearest neighbours
 DRAW_N = 10_000  # default of --n
 DRAWING_FLAGS = ("n", "temperature", "steps", "cfg", "batch_size")  # read only when evaluate.py draws the samples
-
-
-class SampleFileError(ValueError):
-    """An npz that is not a generator.py --save file; scripts print its message as one line."""
 
 
 # --- the metrics (pure functions on feature arrays) --------------------------------------------------------------
@@ -145,10 +144,43 @@ def train_classifier(cfg, path, epochs=4, batch_size=128):
     return model.eval()
 
 
+# The evaluator's weights ship with the repo for the datasets below, with their SHA-256: every machine then scores
+# with the same feature network, as every paper's FID uses the same Inception weights, and figures compare across
+# machines. `--train-classifier` rebuilds one in the checkpoint folder (README says how close a rebuild comes).
+EVALUATOR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluator")
+SHIPPED_SHA256 = {
+    "mnist": "7e3abb5339fb6878f5845b8da4d8fc8f9c41940c31ea540ce92750c4c2667093",
+    "fashion_mnist": "6f7d415a6291016c8c900ce1e5f52c244ce85fc5a7564c176b8dec97058d4110",
+}
+
+
+def shipped_path(dataset):
+    return os.path.join(EVALUATOR_DIR, f"{dataset}.pt") if dataset in SHIPPED_SHA256 else None
+
+
+def classifier_path(cfg, chosen=None):
+    """--classifier PATH; else the dataset's shipped weights; else the one --train-classifier builds in the
+    checkpoint folder."""
+    return chosen or shipped_path(cfg.data.dataset) or default_path(cfg, "classifier")
+
+
+def verify_shipped(path, dataset):
+    """The shipped weights must be the recorded ones: a changed file would move every figure without a word."""
+    shipped = shipped_path(dataset)
+    if shipped is None or os.path.abspath(path) != shipped or not os.path.isfile(path):
+        return
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if digest != SHIPPED_SHA256[dataset]:
+        raise CheckpointError(f"{path} does not match its recorded SHA-256 ({digest[:12]}... instead of "
+                              f"{SHIPPED_SHA256[dataset][:12]}...); restore it with: git checkout -- {path}")
+
+
 def load_classifier(path, device, dataset=config.DataConfig.dataset):
-    """The evaluator's classifier of a dataset (refusing one of another dataset)."""
+    """The evaluator's classifier of a dataset (refusing one of another dataset, and shipped weights that changed)."""
     spec = data.dataset(dataset)
     preset = "" if dataset == config.DataConfig.dataset else f" --set data.dataset={dataset}"
+    verify_shipped(path, dataset)
     ckpt = load_checkpoint(path, "classifier", hint=f"; build it with: python evaluate.py --train-classifier{preset}")
     check_dataset(ckpt, path, dataset)
     model = Classifier.for_dataset(spec)
@@ -171,39 +203,11 @@ def classify(model, images_uint8, device, batch_size=1000):
 # --- reports ------------------------------------------------------------------------------------------------------
 
 def read_samples(path, image_shape=None, num_classes=None):
-    """images (uint8 N x C x H x W, as the dataset's image_shape) and labels (int64 N: a class id, or -1 for an
-    unconditional sample) from a generator.py --save file, checked. Shape and classes default to the default
-    dataset's."""
+    """images (uint8 N x C x H x W) and labels (int64 N: a class id, or -1 when unconditional or not given) from an
+    npz, a .npy or a folder of PNGs (image_files.py), checked. Shape and classes default to the default dataset's."""
     spec = data.dataset(config.DataConfig.dataset)
-    image_shape = tuple(spec.image_shape if image_shape is None else image_shape)
-    num_classes = spec.num_classes if num_classes is None else num_classes
-    if not os.path.exists(path):
-        raise SampleFileError(f"no sample file at {path}; make one with: python generator.py --n 10000 --save {path}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception:
-        raise SampleFileError(f"{path} is not a readable npz of arrays; make one with: python generator.py --n 10000 "
-                              f"--save {path}") from None
-    missing = {"images", "labels"} - set(arrays)
-    if missing:
-        raise SampleFileError(f"{path} lacks the array(s) {', '.join(sorted(missing))}; expected images and labels")
-    images, labels = arrays["images"], arrays["labels"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != tuple(image_shape):
-        raise SampleFileError(f"{path}: images must be uint8 of shape N x {' x '.join(map(str, image_shape))} (got {images.dtype} "
-                              f"{images.shape})")
-    if labels.dtype != np.int64 or labels.shape != (len(images),):
-        raise SampleFileError(f"{path}: labels must be int64 of shape ({len(images)},) (got {labels.dtype} "
-                              f"{labels.shape})")
-    # any other label would be scored wrongly without a word: 42 as a miss, -7 as unconditional
-    bad = labels[(labels < -1) | (labels >= num_classes)]
-    if len(bad):
-        raise SampleFileError(f"{path}: labels must be -1 (unconditional) or a class id in 0..{num_classes - 1} "
-                              f"(found {bad[0]}, in {len(bad)} of {len(labels)} samples)")
-    if len(images) < MIN_SAMPLES:
-        raise SampleFileError(f"{path} holds {len(images)} samples; scoring needs at least {MIN_SAMPLES} (k=3 nearest "
-                              f"neighbours); make more with: python generator.py --n 10000 --save {path}")
-    return torch.from_numpy(images), torch.from_numpy(labels)
+    return read_images(path, tuple(spec.image_shape if image_shape is None else image_shape),
+                       spec.num_classes if num_classes is None else num_classes)
 
 
 def score(classifier, images_uint8, labels, reference_feats, device):
@@ -261,7 +265,11 @@ def print_table(rows):
 def main(argv=None):
     parser = config.make_parser("Score generated images with the repo's classifier of the dataset.")
     parser.add_argument("samples", nargs="?", help="npz from generator.py --save (omit to draw from checkpoints)")
-    parser.add_argument("--train-classifier", action="store_true", help="(re)train checkpoints/classifier.pt")
+    parser.add_argument("--train-classifier", action="store_true",
+                        help="(re)build the classifier in the checkpoint folder (checkpoints/classifier.pt)")
+    parser.add_argument("--classifier", default=None,
+                        help="classifier weights to score with (default: the shipped evaluator/<dataset>.pt, else "
+                             "the checkpoint folder's classifier.pt)")
     parser.add_argument("--n", type=int, default=None, help=f"samples to draw when no npz is given (default {DRAW_N})")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature when drawing")
     parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path")
@@ -283,6 +291,7 @@ def main(argv=None):
     if args.json:
         print(json.dumps(report))
         return
+    print(f"classifier: {report['classifier']}")
     print_table(report["rows"])
     if "likelihood" in report:
         print(f"prior test NLL: {report['likelihood']['bits_per_token']:.3f} bits/token, "
@@ -303,19 +312,19 @@ def check_flags(args):
 
 def evaluate(cfg, args):
     device = devices.pick_device(cfg.device)
-    classifier_path = default_path(cfg, "classifier")
     if args.train_classifier:
-        train_classifier(cfg, classifier_path)
+        train_classifier(cfg, default_path(cfg, "classifier"))
         if not args.samples:
             return None
     spec = data.dataset(cfg.data.dataset)
     # checked before any work
     samples = read_samples(args.samples, spec.image_shape, spec.num_classes) if args.samples else None
-    classifier = load_classifier(classifier_path, device, spec.name)
+    scoring_with = classifier_path(cfg, getattr(args, "classifier", None))
+    classifier = load_classifier(scoring_with, device, spec.name)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     _, test_feats = classify(classifier, test_images, device)
     path = prior_path(cfg, args.prior or "gpt")
-    rows, info = {}, {"device": str(device)}
+    rows, info = {}, {"device": str(device), "classifier": os.path.relpath(scoring_with)}
     prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
     if samples is None or os.path.exists(path):
         prior, vqvae, _ = load_pair(path, args.vqvae, device, dataset=spec.name)
