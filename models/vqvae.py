@@ -72,8 +72,20 @@ class Decoder(nn.Module):
     def forward(self, q_BCHW):
         h = self.stem(q_BCHW)
         for size, up in zip(self.up_sizes, self.ups):
-            h = up(F.interpolate(h, size=(size, size), mode="nearest"))
+            h = up(upsample_nearest(h, size))
         return self.head(h)
+
+
+def upsample_nearest(h_BCHW, size):
+    """Nearest-neighbour resize to size x size. When decoding (no gradients) it picks rows and columns by index,
+    which gives exactly F.interpolate's values (the same source index floor(i * in / out)) about 4x faster on CPUs,
+    where F.interpolate took a third of the guided sampler's time at batch 1000. Training keeps F.interpolate, whose
+    backward is deterministic on every device (an index's backward accumulates with atomics on GPUs)."""
+    if torch.is_grad_enabled():
+        return F.interpolate(h_BCHW, size=(size, size), mode="nearest")
+    rows = (torch.arange(size, device=h_BCHW.device) * (h_BCHW.shape[-2] / size)).floor().long()
+    cols = (torch.arange(size, device=h_BCHW.device) * (h_BCHW.shape[-1] / size)).floor().long()
+    return h_BCHW[:, :, rows][:, :, :, cols]
 
 
 def conv_flops(module, input_BCHW):

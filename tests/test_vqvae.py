@@ -76,3 +76,12 @@ def test_rgb_32x32_images_encode_and_decode_in_colour(grid_size):
     idx = model.encode(x)
     assert idx.shape == (2, grid_size, grid_size, 1)
     assert model.decode(idx).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("size_in, size_out", [(4, 7), (7, 14), (14, 28), (8, 16), (16, 32), (2, 4), (1, 2)])
+def test_decoding_upsamples_exactly_as_f_interpolate(size_in, size_out):
+    import torch.nn.functional as F
+    from models.vqvae import upsample_nearest
+    h = torch.randn(3, 5, size_in, size_in)
+    with torch.no_grad():
+        assert torch.equal(upsample_nearest(h, size_out), F.interpolate(h, size=(size_out, size_out), mode="nearest"))
