@@ -41,6 +41,8 @@ class VQVAEConfig:
     code_dim: int = 16              # channels per chunk (so the latent has K * code_dim channels)
     channels: tuple = (16, 32, 64)  # encoder width at full size, half size, and quarter size and below (decoder
                                     # mirrors): 28x28, 14x14, 7x7... for MNIST
+    decoder_channels: tuple = ()    # the decoder's widths, same meaning; () = mirror the encoder. The decoder may be
+                                    # wider: it is the half that draws the strokes, and only it runs when sampling
     num_res_blocks: int = 2         # residual blocks at the latent resolution, in encoder and decoder
     ema_decay: float = 0.99         # codebooks follow an exponential moving average of their assigned vectors
     commitment_weight: float = 0.25  # beta in ||z - sg(q)||^2
@@ -63,6 +65,12 @@ class VQVAETrainConfig:
     sample_every: int = 1           # epochs between reconstruction PNGs
     snapshot_steps: tuple = (20, 100)  # also save reconstructions after these first steps (the blurry start)
     num_show: int = 16              # images in each reconstruction PNG
+    # Adversarial loss on the decoder (models/discriminator.py, Taming Transformers' recipe): 0 = MSE only. The
+    # weight multiplies Taming's adaptive balance, so 1.0 moves the decoder's last layer as much as the MSE does.
+    gan_weight: float = 0.0
+    gan_start_epoch: int = 2        # the adversary joins once the reconstructions are roughly right
+    gan_lr: float = 2e-4            # the discriminator's AdamW learning rate (betas 0.5, 0.9, as in Taming)
+    gan_channels: tuple = (32, 64)  # discriminator widths; one stride-2 conv each
 
 
 @dataclass
@@ -273,6 +281,8 @@ def validate(cfg):
                                          "the token cache stores int16"),
         (v.code_dim >= 1, f"vqvae.code_dim must be at least 1 (got {v.code_dim})"),
         (len(v.channels) == 3 and min(v.channels) >= 1, "vqvae.channels needs three positive widths, e.g. (32,64,128)"),
+        (not v.decoder_channels or (len(v.decoder_channels) == 3 and min(v.decoder_channels) >= 1),
+         "vqvae.decoder_channels needs three positive widths, e.g. (32,64,128), or () to mirror vqvae.channels"),
         (0.0 < v.ema_decay < 1.0, f"vqvae.ema_decay must be in (0, 1) (got {v.ema_decay})"),
         # the multi-scale quantizer divides by it; 0 turns the first loss into NaN, reported as divergence
         (v.commitment_weight > 0, f"vqvae.commitment_weight must be positive (got {v.commitment_weight})"),
@@ -300,6 +310,13 @@ def validate(cfg):
         # steps count from 1: a snapshot at 0 or below would never be taken
         (all(s >= 1 for s in cfg.vqvae_train.snapshot_steps),
          f"vqvae_train.snapshot_steps must be step numbers of at least 1 (got {cfg.vqvae_train.snapshot_steps})"),
+        (cfg.vqvae_train.gan_weight >= 0 and math.isfinite(cfg.vqvae_train.gan_weight),
+         f"vqvae_train.gan_weight must be 0 (off) or positive (got {cfg.vqvae_train.gan_weight})"),
+        (cfg.vqvae_train.gan_start_epoch >= 1,
+         f"vqvae_train.gan_start_epoch must be at least 1 (got {cfg.vqvae_train.gan_start_epoch})"),
+        (cfg.vqvae_train.gan_lr > 0, f"vqvae_train.gan_lr must be positive (got {cfg.vqvae_train.gan_lr})"),
+        (len(cfg.vqvae_train.gan_channels) >= 1 and min(cfg.vqvae_train.gan_channels) >= 1,
+         f"vqvae_train.gan_channels needs positive widths, e.g. (32,64) (got {cfg.vqvae_train.gan_channels})"),
     ]
     priors = prior_sections(cfg)
     for name in priors:

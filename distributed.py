@@ -129,14 +129,20 @@ def loss_function(model, device):
     """model.loss for a single process; under torchrun, the same loss through DistributedDataParallel. Buffers (the
     VQ-VAE's EMA codebooks) are not broadcast by DDP: the quantizer all-reduces its statistics itself, so every
     process computes the same codebook update."""
+    return wrap(LossModule(model), device) if active() else model.loss
+
+
+def wrap(module, device):
+    """The module itself for a single process; under torchrun, in DistributedDataParallel (which makes its weights
+    rank 0's and averages its gradients)."""
     if not active():
-        return model.loss
+        return module
     ids = [device.index] if device.type == "cuda" else None
     ddp = torch.nn.parallel.DistributedDataParallel
     # buffers are made equal once, at construction (newer torch names this forward_sync_buffers=False)
     no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
                        else {"broadcast_buffers": False})
-    return ddp(LossModule(model), device_ids=ids, **no_forward_sync)
+    return ddp(module, device_ids=ids, **no_forward_sync)
 
 
 @contextmanager

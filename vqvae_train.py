@@ -15,6 +15,7 @@ original, so the image sharpens scale by scale.
 """
 import os
 import time
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ import training
 from checkpoint import CheckpointError, atomic_save, tokenizer_fingerprint, tokenizer_path
 from files import RunLock, ensure_folder
 from models import device as devices
+from models.discriminator import PatchDiscriminator, hinge_loss
 from models.vqvae import VQVAE
 
 
@@ -80,33 +82,83 @@ def save_scale_strip(model, images_uint8, device, path):
     training.save_image_grid(torch.stack(columns, dim=1).flatten(0, 1), path, nrow=len(columns))
 
 
+class Adversary:
+    """The patch discriminator of `vqvae_train.gan_weight > 0`, its optimizer and its training step. It joins at
+    `gan_start_epoch`; before that, and with gan_weight = 0, training is MSE + commitment alone."""
+
+    def __init__(self, cfg, device):
+        tc = cfg.vqvae_train
+        self.net = PatchDiscriminator(cfg.vqvae.image_channels, tc.gan_channels).to(device)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=tc.gan_lr, betas=(0.5, 0.9), weight_decay=0.0)
+        self.train_net = distributed.wrap(self.net, device)  # DDP under torchrun: the discriminators stay equal
+        self.weight, self.start_epoch = tc.gan_weight, tc.gan_start_epoch
+
+    def judge(self, epoch):
+        """What the decoder's loss scores its reconstructions with this epoch: the discriminator, or None."""
+        return self.net if epoch >= self.start_epoch else None
+
+    @contextmanager
+    def frozen(self):
+        """The decoder's step: gradients flow through the discriminator to the reconstruction, not into its weights
+        (under DDP, a gradient outside its own backward would upset its gradient averaging)."""
+        self.net.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self.net.requires_grad_(True)
+
+    def step(self, real_BCHW, recon_BCHW):
+        """One hinge-loss step on real images and (detached) reconstructions, in float32 (the network is small);
+        one forward over both halves, as DDP wants one forward per backward. Returns the loss."""
+        logits = self.train_net(torch.cat([real_BCHW, recon_BCHW]).float())
+        loss = hinge_loss(*logits.chunk(2))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def state_dict(self):
+        return {"model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 def epoch_batches(n, tc, seed, epoch):
     """The epoch's global batches of image indices: the same on every process (each trains on its shard)."""
     return distributed.usable_batches(data.batch_indices(n, tc.batch_size, training.epoch_generator(seed, epoch)))
 
 
 def train_epoch(model, loss_fn, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps,
-                snapshot, ckpt_path):
+                snapshot, ckpt_path, adversary=None):
     """One pass over the data; snapshot(step) saves reconstructions at the configured early steps. Stops at the
     first non-finite loss (training.Diverged), before that step changes the weights. loss_fn: model.loss, or the
-    same through DDP under torchrun."""
+    same through DDP under torchrun. With an adversary, each step is the decoder's step (against a frozen
+    discriminator) then the discriminator's."""
     model.train()
     tc = cfg.vqvae_train
     batches = epoch_batches(len(images_uint8), tc, cfg.seed, epoch)
-    sums = {"loss": 0.0, "mse": 0.0, "perplexity": 0.0}
+    judge = adversary.judge(epoch) if adversary else None
+    sums = {"loss": 0.0, "mse": 0.0, "perplexity": 0.0, **({"d_loss": 0.0, "gan_weight": 0.0} if judge else {})}
     bar = tqdm(batches, desc=f"vqvae epoch {epoch}/{tc.epochs}", leave=False, disable=distributed.progress_off())
     for batch in bar:
         x = data.to_model_range(images_uint8[distributed.shard(batch)]).to(device)
         training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, warmup_steps=0, min_ratio=0.1))
-        with devices.autocast(device, dtype):
-            loss, parts = loss_fn(x)
+        with devices.autocast(device, dtype), (adversary.frozen() if judge else nullcontext()):
+            loss, parts = loss_fn(x, judge, tc.gan_weight) if judge else loss_fn(x)
         mse, perplexity_K = parts["mse"], parts["perplexity_K"]
         loss_value = distributed.mean(loss.item())  # every process stops together on a non-finite loss
         training.check_finite(loss_value, epoch, step + 1, ckpt_path, "--set vqvae_train.lr=...")
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        with adversary.frozen() if judge else nullcontext():
+            scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if judge:
+            sums["d_loss"] += adversary.step(x, parts["recon_BCHW"])
+            sums["gan_weight"] += parts["gan_weight"].item()
         step += 1
         if step in tc.snapshot_steps and distributed.is_main():
             snapshot(step)
@@ -148,12 +200,15 @@ def run(cfg, resume):
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.vqvae_train.lr, weight_decay=cfg.vqvae_train.weight_decay)
     scaler = devices.grad_scaler(device, dtype)
     run_cfg = training.run_config(cfg, "data", "vqvae", "vqvae_train")
+    adversary = Adversary(cfg, device) if cfg.vqvae_train.gan_weight > 0 else None
     start_epoch, history, elapsed = 1, [], 0.0
     if resume:
         ckpt = training.resume_state(ckpt_path, "vqvae", run_cfg, "vqvae_train")
         if ckpt is None:
             return
         start_epoch, history, elapsed = training.restore(ckpt, model, optimizer, scaler)
+        if adversary:
+            adversary.load_state_dict(ckpt["discriminator"])
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
     H, W, K = model.grid_shape
@@ -173,7 +228,7 @@ def run(cfg, resume):
     for epoch in range(start_epoch, cfg.vqvae_train.epochs + 1):
         t0 = time.time()
         train_stats, step = train_epoch(model, loss_fn, optimizer, scaler, train_images, cfg, epoch, device, dtype,
-                                        step, total_steps, snapshot, ckpt_path)
+                                        step, total_steps, snapshot, ckpt_path, adversary)
         elapsed += time.time() - t0
         tokenizer_id = tokenizer_fingerprint(model)
         if not distributed.all_equal(tokenizer_id):
@@ -190,10 +245,14 @@ def run(cfg, resume):
                      "model": model_cpu,
                      "history": history, "run_config": run_cfg, "metrics": val,
                      "tokenizer_id": tokenizer_id,
+                     **({"discriminator": adversary.state_dict()} if adversary else {}),
                      **training.resumable_state(epoch, optimizer, scaler, elapsed, rng_states)}, ckpt_path)
         usage = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(val["usage"], val["perplexity"]))
+        adversarial = (f"  discriminator loss {train_stats['train_d_loss']:.3f}, adaptive weight "
+                       f"{train_stats['train_gan_weight']:.3g}" if "train_d_loss" in train_stats else "")
         print(f"epoch {epoch}: train mse {train_stats['train_mse']:.4f}  val mse {val['val_mse']:.4f}  "
-              f"{'per-scale' if model.multiscale else 'codebook'} usage/perplexity {usage}  ({elapsed:.0f}s)")
+              f"{'per-scale' if model.multiscale else 'codebook'} usage/perplexity {usage}{adversarial}  "
+              f"({elapsed:.0f}s)")
         with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
             if epoch % cfg.vqvae_train.sample_every == 0 or epoch == cfg.vqvae_train.epochs:
                 save_reconstructions(model, show, device, os.path.join(results_dir, f"{tag}recon_epoch{epoch:03d}.png"))

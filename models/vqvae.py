@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import reachable_grid_sizes
+from models.discriminator import adaptive_weight, generator_loss
 from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer, split_scales
 
 
@@ -122,7 +123,8 @@ class VQVAE(nn.Module):
         else:
             self.quantizer = MultiCodebookQuantizer(cfg.num_codebooks, cfg.codebook_size, cfg.code_dim,
                                                     cfg.ema_decay, cfg.dead_code_threshold)
-        self.decoder = Decoder(cfg.image_channels, sizes, cfg.channels, cfg.num_res_blocks, latent_channels)
+        self.decoder = Decoder(cfg.image_channels, sizes, cfg.decoder_channels or cfg.channels, cfg.num_res_blocks,
+                               latent_channels)
 
     @property
     def multiscale(self):
@@ -180,12 +182,21 @@ class VQVAE(nn.Module):
         q_BCHW, idx_BHWK, commitment, perplexity_K = self.quantizer(z_BCHW)
         return self.decoder(q_BCHW), idx_BHWK, commitment, perplexity_K
 
-    def loss(self, x_BCHW):
+    def loss(self, x_BCHW, discriminator=None, gan_weight=0.0):
         """The training objective: reconstruction MSE + commitment_weight * commitment loss (the codebooks learn by
-        EMA, not by gradient). Returns (loss, {'mse', 'perplexity_K'})."""
-        recon, _, commitment, perplexity_K = self(x_BCHW)
-        mse = F.mse_loss(recon.float(), x_BCHW)
-        return mse + self.cfg.commitment_weight * commitment, {"mse": mse, "perplexity_K": perplexity_K}
+        EMA, not by gradient), and with a discriminator, + gan_weight * adaptive weight * its adversarial loss
+        (models/discriminator.py). Returns (loss, {'mse', 'perplexity_K', 'recon_BCHW' (detached), and with a
+        discriminator 'gan_weight', 'adversarial'})."""
+        recon_BCHW, _, commitment, perplexity_K = self(x_BCHW)
+        mse = F.mse_loss(recon_BCHW.float(), x_BCHW)
+        loss = mse + self.cfg.commitment_weight * commitment
+        parts = {"mse": mse, "perplexity_K": perplexity_K, "recon_BCHW": recon_BCHW.detach()}
+        if discriminator is not None:
+            adversarial = generator_loss(discriminator(recon_BCHW))
+            weight = gan_weight * adaptive_weight(mse, adversarial, self.decoder.head[-1].weight)
+            loss = loss + weight * adversarial
+            parts.update(gan_weight=weight, adversarial=adversarial.detach())
+        return loss, parts
 
     @torch.no_grad()
     def encode(self, x_BCHW):

@@ -100,3 +100,14 @@ def test_the_tokenizer_resumes_under_two_processes(tmp_path):
     result = torchrun("vqvae_train.py", *dirs, "--resume", "--set", "vqvae_train.epochs=2")
     assert "resuming after epoch 1" in result.stdout and "identical codebooks" in result.stdout
     assert load(tmp_path / "ck" / "vqvae.pt")["epoch"] == 2
+
+
+def test_the_adversarial_tokenizer_trains_and_resumes_under_two_processes(tmp_path):
+    """The decoder's adaptive weight takes gradients outside DDP's backward, and the discriminator trains in its
+    own DDP wrapper: both must leave the processes' codebooks equal, epoch after epoch."""
+    dirs = [*dirs_of(tmp_path), "--set", "vqvae_train.gan_weight=0.5", "--set", "vqvae_train.gan_start_epoch=1"]
+    torchrun("vqvae_train.py", *dirs)
+    result = torchrun("vqvae_train.py", *dirs, "--resume", "--set", "vqvae_train.epochs=2")
+    assert "resuming after epoch 1" in result.stdout and "identical codebooks" in result.stdout
+    assert "discriminator loss" in result.stdout
+    assert load(tmp_path / "ck" / "vqvae.pt")["discriminator"]["model"]

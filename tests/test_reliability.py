@@ -56,6 +56,8 @@ def kill_after_first_epoch(script, args, preset):
 
 RUNS = {  # script, its flags, the checkpoint it writes, the preset, the training section
     "vqvae": ("vqvae_train.py", [], "vqvae.pt", "tiny", "vqvae_train"),
+    "vqvae_adversarial": ("vqvae_train.py", ["--set", "vqvae_train.gan_weight=0.5", "--set",
+                                             "vqvae_train.gan_start_epoch=1"], "vqvae.pt", "tiny", "vqvae_train"),
     "gpt": ("transformer_train.py", ["--prior", "gpt"], "gpt.pt", "tiny", "gpt_train"),
     "var": ("transformer_train.py", ["--prior", "var"], "var.pt", "tiny_var", "var_train"),
     "diffusion": ("transformer_train.py", ["--prior", "diffusion"], "diffusion.pt", "tiny", "diffusion_train"),
@@ -71,7 +73,7 @@ def test_killed_and_resumed_equals_uninterrupted_bit_for_bit(tokenizers, tmp_pat
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole_dirs = folder_with_tokenizers(tokenizers, whole)
     killed_dirs = folder_with_tokenizers(tokenizers, killed)
-    if name == "vqvae":  # the tokenizer itself is what trains
+    if checkpoint == "vqvae.pt":  # the tokenizer itself is what trains
         for root in (whole, killed):
             (root / "ck" / "vqvae.pt").unlink()
     run(script, *whole_dirs, *flags, preset=preset)
@@ -86,6 +88,8 @@ def test_killed_and_resumed_equals_uninterrupted_bit_for_bit(tokenizers, tmp_pat
     assert a["epoch"] == b["epoch"] == EPOCHS
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a.get("discriminator", {}).get("model", {}):
+        assert torch.equal(a["discriminator"]["model"][key], b["discriminator"]["model"][key]), key
     losses = [k for k in a["history"][0] if k != "seconds"]
     assert [[row[k] for k in losses] for row in a["history"]] == [[row[k] for k in losses] for row in b["history"]]
     assert not list((killed / "ck").glob("*.tmp*")), "a temp file was left behind"
