@@ -67,7 +67,8 @@ class VQVAETrainConfig:
     num_show: int = 16              # images in each reconstruction PNG
     # Adversarial loss on the decoder (models/discriminator.py, Taming Transformers' recipe): 0 = MSE only. The
     # weight multiplies Taming's adaptive balance, so 1.0 moves the decoder's last layer as much as the MSE does.
-    gan_weight: float = 0.0
+    # 0.5 took the reconstructions' FID from 13.9 to 9.3 (README); 1.0 diverged in its first adversarial epoch
+    gan_weight: float = 0.5
     gan_start_epoch: int = 2        # the adversary joins once the reconstructions are roughly right
     gan_lr: float = 2e-4            # the discriminator's AdamW learning rate (betas 0.5, 0.9, as in Taming)
     gan_channels: tuple = (32, 64)  # discriminator widths; one stride-2 conv each

@@ -56,8 +56,7 @@ def kill_after_first_epoch(script, args, preset):
 
 RUNS = {  # script, its flags, the checkpoint it writes, the preset, the training section
     "vqvae": ("vqvae_train.py", [], "vqvae.pt", "tiny", "vqvae_train"),
-    "vqvae_adversarial": ("vqvae_train.py", ["--set", "vqvae_train.gan_weight=0.5", "--set",
-                                             "vqvae_train.gan_start_epoch=1"], "vqvae.pt", "tiny", "vqvae_train"),
+    # (the discriminator joins at epoch 2: the kill lands while it trains, and its state must resume too)
     "gpt": ("transformer_train.py", ["--prior", "gpt"], "gpt.pt", "tiny", "gpt_train"),
     "var": ("transformer_train.py", ["--prior", "var"], "var.pt", "tiny_var", "var_train"),
     "diffusion": ("transformer_train.py", ["--prior", "diffusion"], "diffusion.pt", "tiny", "diffusion_train"),
