@@ -146,14 +146,14 @@ def train_epoch(model, loss_fn, optimizer, scaler, images_uint8, cfg, epoch, dev
     for batch in bar:
         x = data.to_model_range(images_uint8[distributed.shard(batch)]).to(device)
         training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, warmup_steps=0, min_ratio=0.1))
-        with devices.autocast(device, dtype), (adversary.frozen() if judge else nullcontext()):
-            loss, parts = loss_fn(x, judge, tc.gan_weight) if judge else loss_fn(x)
-        mse, perplexity_K = parts["mse"], parts["perplexity_K"]
-        loss_value = distributed.mean(loss.item())  # every process stops together on a non-finite loss
-        training.check_finite(loss_value, epoch, step + 1, ckpt_path, "--set vqvae_train.lr=...")
-        optimizer.zero_grad(set_to_none=True)
-        with adversary.frozen() if judge else nullcontext():
+        with adversary.frozen() if judge else nullcontext():  # the decoder's forward and backward
+            with devices.autocast(device, dtype):
+                loss, parts = loss_fn(x, judge, adversary.weight) if judge else loss_fn(x)
+            loss_value = distributed.mean(loss.item())  # every process stops together on a non-finite loss
+            training.check_finite(loss_value, epoch, step + 1, ckpt_path, "--set vqvae_train.lr=...")
+            optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+        mse, perplexity_K = parts["mse"], parts["perplexity_K"]
         scaler.step(optimizer)
         scaler.update()
         if judge:
