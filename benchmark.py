@@ -171,15 +171,17 @@ def load_priors(cfg, device):
 
 
 def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None):
-    """Draw n samples at temperature 1.0 with the default guidance, time them, and score them."""
+    """Draw n samples at the prior's own temperature with the default guidance, time them, and score them."""
     prior, vqvae = entry["prior"], entry["vqvae"]
     classes, labels = class_ids(n, prior, unconditional=False)
+    temperature = config.sampling_temperature(cfg, prior.kind)
     t0 = time.perf_counter()
-    images = draw_images(prior, vqvae, classes, device, dtype, 1.0, cfg.sample.top_k, cfg.sample.cfg_scale,
+    images = draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k, cfg.sample.cfg_scale,
                          cfg.sample.batch_size, cfg.seed, steps=steps, progress=True)
     seconds = time.perf_counter() - t0
     scores = evaluate.score(classifier, data.to_uint8(images), labels, reference, device)
-    row = {**scores, "images_per_s": n / seconds, "forward_passes": prior.forward_passes(steps), "steps": steps}
+    row = {**scores, "images_per_s": n / seconds, "forward_passes": prior.forward_passes(steps), "steps": steps,
+           "temperature": temperature}
     print(f"{entry['label']}{'' if steps is None else f', {steps} steps'}: FID {row['fid']:.2f}  accuracy "
           f"{row['accuracy']:.3f}  {row['images_per_s']:.0f} images/s  {row['forward_passes']} forward passes")
     return row
@@ -427,9 +429,9 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
         q, prior = entry["quality"], entry["prior"]
         nll = f"{entry['likelihood']['bits_per_image']:.1f}" if "likelihood" in entry else "-"
         steps = f", {q['steps'] or prior.cfg.steps} steps" if prior.sampling_steps else ""
-        prior_rows.append([f"**{entry['label']}**{steps}", q["n"], *_quality_cells(q), nll, q["forward_passes"],
+        prior_rows.append([f"**{entry['label']}**{steps}, T={q['temperature']:g}", q["n"], *_quality_cells(q), nll, q["forward_passes"],
                            f"{q['images_per_s']:.0f}"])
-    step_rows = [[entry["label"], r["steps"], r["forward_passes"], f"{r['fid']:.2f}", f"{r['precision']:.3f}",
+    step_rows = [[f"{entry['label']}, T={r['temperature']:g}", r["steps"], r["forward_passes"], f"{r['fid']:.2f}", f"{r['precision']:.3f}",
                   f"{r['recall']:.3f}", f"{r['accuracy']:.3f}", f"{r['images_per_s']:.0f}"]
                  for entry in entries for r in entry.get("steps_rows", [])]
     speed_rows = [[label, scale, r["batch"], f"{r['kv']:.1f} ({r['kv_spread'][0]:.1f}-{r['kv_spread'][1]:.1f})",
@@ -449,7 +451,8 @@ Every prior was trained by `transformer_train.py` with its default config, each 
 ### Which prior wins at which budget
 
 Best classifier-FID among all priors and step counts whose sampler needs at most that many transformer forward
-passes per image ({n} samples, temperature 1.0, guidance {guidance}; images/s at batch {cfg.sample.batch_size}):
+passes per image ({n} samples, each prior at its own temperature, guidance {guidance}; images/s at batch
+{cfg.sample.batch_size}):
 
 {_table(['forward passes per image', 'best prior', 'FID', 'images/s'], budget_lines(entries))}
 
@@ -466,7 +469,7 @@ included), on this machine; a busy machine inflates it, so the throughput table 
 
 {_table(['tokenizer', 'tokens per image', 'codes', 'val MSE (pixels in [0, 1])', 'code usage (per codebook or scale)', 'perplexity', 'recon FID', 'recon class accuracy'], tok_rows)}
 
-### Quality: every prior side by side ({n} samples at temperature 1.0, guidance {guidance})
+### Quality: every prior side by side ({n} samples, each at its prior's temperature T, guidance {guidance})
 
 Features: the penultimate layer of the repo's own {spec.title} classifier (`evaluate.py --train-classifier`), compared
 with the {spec.title} test set. Real training images are the floor; a tokenizer's reconstructions of the test set are the
@@ -477,7 +480,7 @@ best any prior on that tokenizer can reach. NLL: the prior's exact negative log-
 
 {_table(['set', 'n', 'FID', 'KID x1000', 'precision', 'recall', 'class accuracy', 'confidence', 'class entropy (bits)', 'NLL bits/image', 'forward passes', 'images/s'], ref_rows + prior_rows)}
 
-### Discrete diffusion: quality and speed vs reverse steps ({n} samples each, temperature 1.0, guidance {guidance})
+### Discrete diffusion: quality and speed vs reverse steps ({n} samples each, guidance {guidance})
 
 The mask process reveals at least one token per step, so with L tokens it never needs more than L forward
 passes; the uniform process runs one pass per step.

@@ -84,6 +84,9 @@ class PriorConfig:
     dropout: float = 0.1
     num_classes: int = 10          # follows data.dataset: class ids 0..num_classes-1; id num_classes = "no class"
     class_dropout: float = 0.1     # share of training sequences whose class is replaced by "no class"
+    # Sampling temperature generator.py, evaluate.py and benchmark.py draw this prior's samples at (--temperature
+    # overrides it). Each prior has its own: the best FID sits at a different temperature for each (README)
+    temperature: float = 1.0
 
 
 @dataclass
@@ -119,7 +122,6 @@ class DiffusionConfig(PriorConfig):
 
 @dataclass
 class SampleConfig:
-    temperature: float = 1.0
     top_k: int = 0                 # 0 = no top-k filtering
     cfg_scale: float = 1.5         # classifier-free guidance: uncond + s * (cond - uncond); 1.0 = plain conditional
     batch_size: int = 1000
@@ -155,6 +157,12 @@ def prior_sections(cfg):
 
 
 PRIORS = prior_sections(Config())  # ('gpt', 'var', 'diffusion'); a new prior adds its two sections to Config
+
+
+def sampling_temperature(cfg, kind):
+    """The temperature a prior of this kind samples at by default: its section's in this config, not the copy in its
+    checkpoint, so a temperature calibrated after training applies to the priors already trained."""
+    return getattr(cfg, kind).temperature
 
 
 # Named presets: a list of overrides on top of the defaults above.
@@ -292,8 +300,6 @@ def validate(cfg):
         (cfg.diffusion.noise in ("mask", "uniform"),
          f"diffusion.noise must be mask or uniform (got {cfg.diffusion.noise!r})"),
         (cfg.diffusion.steps >= 1, f"diffusion.steps must be at least 1 (got {cfg.diffusion.steps})"),
-        (positive_finite(cfg.sample.temperature),
-         f"sample.temperature must be a finite number above 0 (got {cfg.sample.temperature})"),
         (cfg.sample.top_k >= 0, f"sample.top_k must be 0 (off) or positive (got {cfg.sample.top_k})"),
         (len(cfg.sample.temperatures) > 0 and all(map(positive_finite, cfg.sample.temperatures)),
          f"sample.temperatures must be finite numbers above 0 (got {cfg.sample.temperatures})"),
@@ -328,6 +334,8 @@ def validate(cfg):
             (0.0 <= g.dropout < 1.0 and 0.0 <= g.class_dropout <= 1.0,
              f"{name}.dropout and {name}.class_dropout must be in [0, 1)"),
             (g.mlp_ratio >= 1, f"{name}.mlp_ratio must be at least 1 (got {g.mlp_ratio}); 0 drops the MLPs"),
+            (positive_finite(g.temperature), f"{name}.temperature must be a finite number above 0 "
+                                             f"(got {g.temperature})"),
         ]
     for name, section in (("vqvae_train", cfg.vqvae_train), *((f"{p}_train", getattr(cfg, f"{p}_train")) for p in priors)):
         checks += [

@@ -291,7 +291,7 @@ def main(argv=None):
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="one temperature (default: the sweep in config.sample.temperatures for grids, "
-                             "config.sample.temperature for --save and --edit)")
+                             "the prior's own, e.g. gpt.temperature, for --save and --edit)")
     parser.add_argument("--top-k", type=int, default=None, help="keep the k most likely codes (0 = all)")
     parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps (default: diffusion.steps)")
@@ -321,7 +321,7 @@ def generate(cfg, args, mode):
     prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device, dataset=cfg.data.dataset)
     check_steps(prior, args.steps)
     class_names = data.dataset(cfg.data.dataset).class_names
-    temperature = cfg.sample.temperature if args.temperature is None else args.temperature
+    temperature = config.sampling_temperature(cfg, prior.kind) if args.temperature is None else args.temperature
     top_k = cfg.sample.top_k if args.top_k is None else args.top_k
     cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
     batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size

@@ -11,7 +11,7 @@
 The dataset is encoded once and cached under data/tokens/, keyed by the tokenizer's fingerprint. Every prior
 (models/prior.py) shares this script's loop: each exposes `loss(tokens_BL, class_B)` and `sample(...)`. Writes checkpoints/<prior>.pt
 (weights + config + the tokenizer it was trained on; the uniform diffusion prior is diffusion_uniform.pt), and
-into _results/transformer/ (GPT) or _results/<prior>/ a grid of samples at temperature 1.0 every
+into _results/transformer/ (GPT) or _results/<prior>/ a grid of samples at the prior's temperature every
 `<prior>_train.sample_every` epochs (one row per class) and the loss curves; the diffusion prior also gets the
 reverse process as a strip and an animated GIF at the end.
 """
@@ -89,11 +89,12 @@ def train_epoch(model, loss_fn, optimizer, scaler, tokens_NL, labels_N, tc, epoc
 
 
 def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
-    """One row per class at temperature 1.0 (and the configured guidance), from a fixed seed so grids of different
-    epochs compare."""
+    """One row per class at the prior's sampling temperature and the configured guidance, from a fixed seed so grids
+    of different epochs compare."""
     names = data.dataset(cfg.data.dataset).class_names
     classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
-    images = draw_images(model, vqvae, classes, device, dtype, temperature=1.0, cfg_scale=cfg.sample.cfg_scale,
+    temperature = config.sampling_temperature(cfg, model.kind)
+    images = draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg.sample.cfg_scale,
                          seed=seed)
     training.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)
 

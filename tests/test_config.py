@@ -64,7 +64,7 @@ def test_overrides_do_not_leak_between_configs():
     ("diffusion_train.grad_clip=-1", "diffusion_train.grad_clip"),
     ("gpt.d_model=33", "divisible"),
     ("gpt.dropout=1.0", "dropout"),
-    ("sample.temperature=0", "temperature"),
+    ("diffusion.temperature=0", "diffusion.temperature"),
     ("sample.top_k=-1", "top_k"),
     ("device=tpu", "device"),
     ("amp=fp8", "amp"),

@@ -41,7 +41,9 @@ def fashion(tmp_path_factory):
     run("generator.py", *args)
     run("generator.py", *args, "--n", "20", "--save", str(root / "samples.npz"))
     run("evaluate.py", *args, "--train-classifier")
-    report = json.loads(run("evaluate.py", *args, "--n", "40", "--json").stdout.strip().splitlines()[-1])
+    # drawn at the GPT's own temperature, read from its config section at sampling time
+    report = json.loads(run("evaluate.py", *args, "--set", "gpt.temperature=0.9", "--n", "40",
+                            "--json").stdout.strip().splitlines()[-1])
     (root / "RESULTS.md").write_text("# Results\n\n<!-- mnist -->\n## MNIST\nkept as it was\n<!-- /mnist -->\n")
     run("benchmark.py", *args, "--report", "--n", "40", "--repeats", "1", "--batch-sizes", "2",
         "--temperatures", "1.0", "--out", str(root / "RESULTS.md"))
@@ -70,9 +72,9 @@ def test_fashion_samples_and_evaluation(fashion):
     with np.load(root / "samples.npz") as f:
         assert f["images"].shape == (20, 1, 28, 28) and f["images"].std() > 2  # not blank
     rows = report["rows"]
-    assert set(rows) == {"real train (floor)", "VQ-VAE recon of test (ceiling)", "samples (T=1.0)"}
+    assert set(rows) == {"real train (floor)", "VQ-VAE recon of test (ceiling)", "samples (T=0.9)"}
     assert all(np.isfinite(r["fid"]) and 0 <= r["accuracy"] <= 1 for r in rows.values())
-    assert len(rows["samples (T=1.0)"]["class_histogram"]) == 10
+    assert len(rows["samples (T=0.9)"]["class_histogram"]) == 10
 
 
 def test_fashion_report_is_its_own_section_beside_the_others(fashion):
@@ -81,6 +83,7 @@ def test_fashion_report_is_its_own_section_beside_the_others(fashion):
     assert "<!-- mnist -->\n## MNIST\nkept as it was\n<!-- /mnist -->" in text
     section = text[text.index("<!-- fashion_mnist -->"):text.index("<!-- /fashion_mnist -->")]
     assert "Fashion-MNIST" in section and "GPT (raster)" in section
+    assert "| **GPT (raster)**, T=1 |" in section  # each prior's quality row says the temperature it was drawn at
     plot = "_writeup_images/fashion_mnist/temperature_sweep.png"
     assert (root / plot).is_file() and f"]({plot})" in section  # beside the report, linked relative to it
 

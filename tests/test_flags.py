@@ -224,8 +224,8 @@ def test_read_samples_takes_the_dataset_class_count(tmp_path):
     ("vqvae.dead_code_threshold=-1", "vqvae.dead_code_threshold"),
     ("seed=-1", "seed"),
     ("seed=4294967296", "seed"),
-    ("sample.temperature=inf", "sample.temperature"),
-    ("sample.temperature=nan", "sample.temperature"),
+    ("gpt.temperature=inf", "gpt.temperature"),
+    ("var.temperature=nan", "var.temperature"),
     ("sample.cfg_scale=inf", "sample.cfg_scale"),
     ("sample.temperatures=(0.5,nan)", "sample.temperatures"),
 ])
