@@ -134,7 +134,7 @@ class Config:
     preset: str = "mnist"          # the preset this config was built from (build_config sets it; hints name its kin)
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | mps
-    amp: str = "auto"              # auto | off | bf16 | fp16 (auto: MPS fp16, CUDA bf16/fp16, CPU off)
+    amp: str = "auto"              # auto | off | bf16 | fp16 (auto: MPS fp16, CUDA bf16/fp16, CPU bf16 if native)
     checkpoint_dir: str = "checkpoints"
     results_dir: str = "_results"
     data: DataConfig = field(default_factory=DataConfig)

@@ -188,7 +188,7 @@ def train(cfg, resume=False, overwrite=False):
 def run(cfg, resume):
     devices.seed_everything(cfg.seed + distributed.rank())  # dropout-like draws differ; weights come from rank 0
     device = devices.pick_device(cfg.device)
-    dtype = devices.amp_dtype(device, cfg.amp)
+    dtype = devices.amp_dtype(device, cfg.amp, tokenizer_training=True)
     ckpt_path = tokenizer_path(cfg)
     results_dir = os.path.join(cfg.results_dir, "vqvae")
     tag = "multiscale_" if cfg.vqvae.scales else ""  # the two tokenizers share the folder, not the file names

@@ -21,11 +21,19 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
-def amp_dtype(device, amp="auto"):
+def cpu_has_native_bf16():
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX). Without these instructions bf16 is
+    emulated and slower than float32; with them a GPT training step ran 1.5x faster at the same FID (README)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes (private, so guarded)
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def amp_dtype(device, amp="auto", tokenizer_training=False):
     """The autocast dtype for this device, or None for full float32.
 
-    auto: MPS float16; CUDA bfloat16 where supported, else float16; CPU off (bf16 on CPU is opt-in with amp=bf16,
-    since on most CPUs it is slower than float32 for models this small).
+    auto: MPS float16; CUDA bfloat16 where supported, else float16; CPU bfloat16 where the CPU has native bf16
+    instructions, else off (emulated bf16 is slower than float32). The tokenizer's training (tokenizer_training=True)
+    stays float32 on a CPU: there its adversarial loss lost 2.4 reconstruction FID in bf16 for a 1.26x faster run.
     """
     if amp == "off":
         return None
@@ -37,7 +45,7 @@ def amp_dtype(device, amp="auto"):
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+    return torch.bfloat16 if cpu_has_native_bf16() and not tokenizer_training else None
 
 
 def autocast(device, dtype):

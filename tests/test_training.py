@@ -87,3 +87,36 @@ def test_refuse_overwrite_needs_resume_or_overwrite_for_an_existing_checkpoint(t
         training.refuse_overwrite(str(path), resume=False, overwrite=False)
     training.refuse_overwrite(str(path), resume=True, overwrite=False)
     training.refuse_overwrite(str(path), resume=False, overwrite=True)
+
+
+# --- mixed precision: what amp=auto picks ---------------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
+def test_amp_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, native, expected):
+    from models import device as devices
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    assert devices.amp_dtype(CPU, "auto") is expected
+    assert devices.amp_dtype(CPU, "off") is None  # the explicit settings win either way
+    assert devices.amp_dtype(CPU, "bf16") is torch.bfloat16
+
+
+def test_native_bf16_is_read_from_torchs_cpu_probes_and_is_false_without_them(monkeypatch):
+    from models import device as devices
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert devices.cpu_has_native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert devices.cpu_has_native_bf16() is True
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name)  # a torch without the probes: float32, the safe choice
+    assert devices.cpu_has_native_bf16() is False
+
+
+def test_the_tokenizer_trains_in_float32_on_a_cpu_unless_asked(monkeypatch):
+    from models import device as devices
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.amp_dtype(CPU, "auto", tokenizer_training=True) is None
+    assert devices.amp_dtype(CPU, "bf16", tokenizer_training=True) is torch.bfloat16
