@@ -338,7 +338,7 @@ def evaluate(cfg, args):
         name = os.path.basename(args.samples)
     else:
         n = args.n or DRAW_N
-        temperature = config.sampling_temperature(cfg, prior.kind) if args.temperature is None else args.temperature
+        temperature = config.sampling_temperature(cfg, prior) if args.temperature is None else args.temperature
         cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
         batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
         classes, labels = class_ids(n, prior, unconditional=False)

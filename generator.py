@@ -321,7 +321,7 @@ def generate(cfg, args, mode):
     prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device, dataset=cfg.data.dataset)
     check_steps(prior, args.steps)
     class_names = data.dataset(cfg.data.dataset).class_names
-    temperature = config.sampling_temperature(cfg, prior.kind) if args.temperature is None else args.temperature
+    temperature = config.sampling_temperature(cfg, prior) if args.temperature is None else args.temperature
     top_k = cfg.sample.top_k if args.top_k is None else args.top_k
     cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
     batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size

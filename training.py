@@ -151,8 +151,10 @@ def check_finite(loss_value, epoch, step, ckpt_path, lr_field):
 
 
 def run_config(cfg, *sections):
-    """The config sections that define a run, as plain dicts (what --resume compares)."""
-    return {name: config_module.to_dict(getattr(cfg, name)) for name in sections}
+    """The config sections that define a run, as plain dicts (what --resume compares). A prior's sampling
+    temperature is left out: it changes nothing in training, and checkpoints from before it existed lack it."""
+    return {name: {k: v for k, v in config_module.to_dict(getattr(cfg, name)).items() if k != "temperature"}
+            for name in sections}
 
 
 def grid_picture(images_BCHW, nrow, row_names=None):

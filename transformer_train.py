@@ -93,7 +93,7 @@ def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
     of different epochs compare."""
     names = data.dataset(cfg.data.dataset).class_names
     classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
-    temperature = config.sampling_temperature(cfg, model.kind)
+    temperature = config.sampling_temperature(cfg, model)
     images = draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg.sample.cfg_scale,
                          seed=seed)
     training.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)

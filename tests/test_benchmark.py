@@ -69,7 +69,7 @@ def test_sampling_speed_rows_on_tiny_models(tiny_models):
     assert not prior.training  # draw_images restores the mode it found
 
 
-def test_training_speed_leaves_the_given_models_untouched(tiny_models):
+def test_training_speed_leaves_the_given_models_untouched(tiny_models, monkeypatch):
     cfg, prior, vqvae = tiny_models
     cfg = config.build_config(preset="tiny", overrides=[f"data.root={os.path.join(REPO, 'data')}"])
     try:
@@ -77,8 +77,11 @@ def test_training_speed_leaves_the_given_models_untouched(tiny_models):
     except data.DataError as e:
         pytest.skip(f"MNIST unavailable: {e}")
     before = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in (("gpt", prior), ("vq", vqvae))}
-    out = benchmark.training_speed(prior, vqvae, cfg, torch.device("cpu"), None, repeats=1, steps=2)
+    # on a CPU with native bf16 (as if this one had it): the prior in bf16, the tokenizer in float32 as it trains
+    monkeypatch.setattr(benchmark.devices, "cpu_has_native_bf16", lambda: True)
+    out = benchmark.training_speed(prior, vqvae, cfg, torch.device("cpu"), torch.bfloat16, repeats=1, steps=2)
     assert set(out) == {"vqvae", "gpt"}
+    assert out["gpt"]["dtype"] is torch.bfloat16 and out["vqvae"]["dtype"] is None
     for row in out.values():
         assert row["images_per_s"] > 0 and row["spread"][0] <= row["images_per_s"] <= row["spread"][1]
     for name, m in (("gpt", prior), ("vq", vqvae)):

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import config
-from config import ConfigError, build_config
+from config import PRIORS, ConfigError, build_config, sampling_temperature
 
 
 def test_defaults_and_tiny_preset():
@@ -187,3 +187,14 @@ def test_diffusion_noise_accepts_both_processes():
     assert build_config("tiny", ["diffusion.noise=uniform"]).diffusion.noise == "uniform"
     assert build_config("tiny").diffusion.noise == "mask"
     assert build_config("tiny").diffusion.steps == 4 and build_config().diffusion.steps == 16
+
+
+def test_each_prior_samples_at_its_own_sections_temperature():
+    cfg = build_config("tiny", ["gpt.temperature=1.37", "var.temperature=1.13", "diffusion.temperature=0.83"])
+    trained_at = build_config("tiny")  # the copy inside a checkpoint is not what decides
+    priors = {kind: type("Prior", (), {"kind": kind, "cfg": getattr(trained_at, kind)})() for kind in PRIORS}
+    assert {kind: sampling_temperature(cfg, p) for kind, p in priors.items()} == \
+        {"gpt": 1.37, "var": 1.13, "diffusion": 0.83}
+    elsewhere = type("Prior", (), {"kind": "toy", "cfg": type("Cfg", (), {"temperature": 0.7})()})()
+    assert sampling_temperature(cfg, elsewhere) == 0.7  # a kind without a section here keeps its checkpoint's
+

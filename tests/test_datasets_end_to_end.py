@@ -83,7 +83,7 @@ def test_fashion_report_is_its_own_section_beside_the_others(fashion):
     assert "<!-- mnist -->\n## MNIST\nkept as it was\n<!-- /mnist -->" in text
     section = text[text.index("<!-- fashion_mnist -->"):text.index("<!-- /fashion_mnist -->")]
     assert "Fashion-MNIST" in section and "GPT (raster)" in section
-    assert "| **GPT (raster)**, T=1 |" in section  # each prior's quality row says the temperature it was drawn at
+    assert "| **GPT (raster)**, T=1.2 |" in section  # each prior's quality row says the temperature it was drawn at
     plot = "_writeup_images/fashion_mnist/temperature_sweep.png"
     assert (root / plot).is_file() and f"]({plot})" in section  # beside the report, linked relative to it
 

@@ -65,7 +65,8 @@ def test_the_tokenizer_follows_the_single_process_run(tokenizers):
 
 def test_the_gpt_matches_the_single_process_run_on_the_same_global_batch(tokenizers, tmp_path):
     one, _, _ = tokenizers
-    flags = ["--set", "gpt.dropout=0", "--set", "gpt_train.epochs=2"]
+    # float32: bf16 autocast (amp=auto on CPUs with native bf16) rounds the two half-batches differently
+    flags = ["--set", "gpt.dropout=0", "--set", "gpt_train.epochs=2", "--set", "amp=off"]
     for name in ("single", "double"):
         (tmp_path / name / "ck").mkdir(parents=True)
         shutil.copyfile(one / "ck" / "vqvae.pt", tmp_path / name / "ck" / "vqvae.pt")

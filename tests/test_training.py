@@ -120,3 +120,12 @@ def test_the_tokenizer_trains_in_float32_on_a_cpu_unless_asked(monkeypatch):
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     assert devices.amp_dtype(CPU, "auto", tokenizer_training=True) is None
     assert devices.amp_dtype(CPU, "bf16", tokenizer_training=True) is torch.bfloat16
+
+
+def test_resume_does_not_compare_the_sampling_temperature():
+    import config
+    a, b = config.build_config("tiny"), config.build_config("tiny", ["gpt.temperature=0.7"])
+    assert training.run_config(a, "gpt", "gpt_train") == training.run_config(b, "gpt", "gpt_train")
+    assert "temperature" not in training.run_config(a, "gpt")["gpt"]  # as in checkpoints from before it existed
+    c = config.build_config("tiny", ["gpt.d_model=64", "gpt.n_head=2"])
+    assert training.run_config(a, "gpt") != training.run_config(c, "gpt")
