@@ -146,8 +146,8 @@ class Config:
     gpt: GPTConfig = field(default_factory=GPTConfig)
     gpt_train: GPTTrainConfig = field(default_factory=GPTTrainConfig)
     var: VARConfig = field(default_factory=VARConfig)
-    # 3 VAR epochs cost about the wall-clock time of 5 GPT epochs (30 tokens per image instead of 16; measured
-    # on a 2-core CPU: 343 s vs ~370 s), so 5 match the GPT's 8
+    # a VAR epoch costs about 1.6 GPT epochs (30 tokens per image instead of 16), so 5 match the GPT's 8 (measured
+    # on a 2-core CPU in bf16: 494 s vs 464 s)
     var_train: GPTTrainConfig = field(default_factory=lambda: GPTTrainConfig(epochs=5))
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     diffusion_train: GPTTrainConfig = field(default_factory=GPTTrainConfig)  # the GPT's 8: same sequence length
