@@ -441,10 +441,10 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
         q, prior = entry["quality"], entry["prior"]
         nll = f"{entry['likelihood']['bits_per_image']:.1f}" if "likelihood" in entry else "-"
         steps = f", {q['steps'] or prior.cfg.steps} steps" if prior.sampling_steps else ""
-        prior_rows.append([f"**{entry['label']}**{steps}, T={q['temperature']:g}", q["n"], *_quality_cells(q), nll, q["forward_passes"],
-                           f"{q['images_per_s']:.0f}"])
-    step_rows = [[f"{entry['label']}, T={r['temperature']:g}", r["steps"], r["forward_passes"], f"{r['fid']:.2f}", f"{r['precision']:.3f}",
-                  f"{r['recall']:.3f}", f"{r['accuracy']:.3f}", f"{r['images_per_s']:.0f}"]
+        prior_rows.append([f"**{entry['label']}**{steps}, T={q['temperature']:g}", q["n"], *_quality_cells(q), nll,
+                           q["forward_passes"], f"{q['images_per_s']:.0f}"])
+    step_rows = [[f"{entry['label']}, T={r['temperature']:g}", r["steps"], r["forward_passes"], f"{r['fid']:.2f}",
+                  f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['accuracy']:.3f}", f"{r['images_per_s']:.0f}"]
                  for entry in entries for r in entry.get("steps_rows", [])]
     speed_rows = [[label, scale, r["batch"], f"{r['kv']:.1f} ({r['kv_spread'][0]:.1f}-{r['kv_spread'][1]:.1f})",
                    f"{r['no_kv']:.1f} ({r['no_kv_spread'][0]:.1f}-{r['no_kv_spread'][1]:.1f})",

@@ -84,6 +84,7 @@ class PriorConfig:
     dropout: float = 0.1
     num_classes: int = 10          # follows data.dataset: class ids 0..num_classes-1; id num_classes = "no class"
     class_dropout: float = 0.1     # share of training sequences whose class is replaced by "no class"
+    SAMPLING_ONLY = ("temperature",)  # fields training never reads: --resume does not compare them
     # Sampling temperature generator.py, evaluate.py and benchmark.py draw this prior's samples at (--temperature
     # overrides it). Each prior has its own: the best FID sits at a different temperature for each (README)
     temperature: float = 1.0

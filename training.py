@@ -151,10 +151,12 @@ def check_finite(loss_value, epoch, step, ckpt_path, lr_field):
 
 
 def run_config(cfg, *sections):
-    """The config sections that define a run, as plain dicts (what --resume compares). A prior's sampling
-    temperature is left out: it changes nothing in training, and checkpoints from before it existed lack it."""
-    return {name: {k: v for k, v in config_module.to_dict(getattr(cfg, name)).items() if k != "temperature"}
-            for name in sections}
+    """The config sections that define a run, as plain dicts (what --resume compares). A section's sampling-only
+    fields (a prior's temperature) are left out: they change nothing in training, and older checkpoints lack them."""
+    def training_fields(section):
+        skip = getattr(section, "SAMPLING_ONLY", ())
+        return {k: v for k, v in config_module.to_dict(section).items() if k not in skip}
+    return {name: training_fields(getattr(cfg, name)) for name in sections}
 
 
 def grid_picture(images_BCHW, nrow, row_names=None):
