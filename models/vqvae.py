@@ -17,6 +17,8 @@ from config import reachable_grid_sizes
 from models.discriminator import adaptive_weight, generator_loss
 from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer, split_scales
 
+DECODE_CHUNK = 128  # images the decoder takes at a time when decoding tokens (VQVAE.decode)
+
 
 def down_sizes(image_size, grid_size):
     """Spatial sizes from the image to the grid, e.g. (28, 4) -> [28, 14, 7, 4]."""
@@ -84,6 +86,10 @@ def upsample_nearest(h_BCHW, size):
     backward is deterministic on every device (an index's backward accumulates with atomics on GPUs)."""
     if torch.is_grad_enabled():
         return F.interpolate(h_BCHW, size=(size, size), mode="nearest")
+    B, C, H, W = h_BCHW.shape
+    if size % H == 0 and size % W == 0:  # a whole factor (14 -> 28): repeat each pixel, one copy (2x faster again)
+        f, g = size // H, size // W
+        return h_BCHW[:, :, :, None, :, None].expand(B, C, H, f, W, g).reshape(B, C, size, size)
     rows = (torch.arange(size, device=h_BCHW.device) * (h_BCHW.shape[-2] / size)).floor().long()
     cols = (torch.arange(size, device=h_BCHW.device) * (h_BCHW.shape[-1] / size)).floor().long()
     return h_BCHW[:, :, rows][:, :, :, cols]
@@ -206,5 +212,11 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode(self, idx):
         """Token grid -> images in [-1, 1] (not clamped). Multi-scale: any prefix of the scale list decodes, to a
-        coarser image (the sum of fewer scales)."""
-        return self.decoder(self.quantizer.lookup(idx))
+        coarser image (the sum of fewer scales).
+
+        The decoder runs on DECODE_CHUNK images at a time. Each image is decoded on its own either way (the same
+        values up to float rounding: a convolution may pick another algorithm for another batch size; the default
+        MNIST decoder gave the same bytes), but on CPUs a chunk's activations stay in the cache, where a batch of
+        1000 MNIST images went through memory at every layer and decoded 1.5-2x slower."""
+        q_BCHW = self.quantizer.lookup(idx)
+        return torch.cat([self.decoder(chunk) for chunk in q_BCHW.split(DECODE_CHUNK)])

@@ -225,3 +225,17 @@ def test_sample_from_logits_temperature_flattens_the_distribution():
     hot = sample_from_logits(logits, temperature=4.0, generator=torch.Generator().manual_seed(0)).float().mean()
     # P(token 1) = sigmoid(2 / T): 0.982 at T=0.5, 0.622 at T=4
     assert abs(cold - 0.982) < 0.02 and abs(hot - 0.622) < 0.04
+
+
+@pytest.mark.parametrize("filled", [1, 5, 12])
+def test_one_query_attention_matches_sdpa_and_ignores_the_empty_slots(filled):
+    """The sampling step's attention over the fixed-size cache equals SDPA on the filled slots, whatever the empty
+    slots hold (they are zero in a real cache; here large values, which would show through a broken mask)."""
+    import torch.nn.functional as F
+    from models.transformer import one_query_attention
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 2, 1, 8, generator=g)
+    k, v = torch.randn(3, 2, 12, 8, generator=g), torch.randn(3, 2, 12, 8, generator=g)
+    expected = F.scaled_dot_product_attention(q, k[:, :, :filled], v[:, :, :filled])
+    k[:, :, filled:], v[:, :, filled:] = 50.0, -50.0
+    assert torch.allclose(one_query_attention(q, k, v, filled), expected, atol=1e-6)

@@ -85,3 +85,14 @@ def test_decoding_upsamples_exactly_as_f_interpolate(size_in, size_out):
     h = torch.randn(3, 5, size_in, size_in)
     with torch.no_grad():
         assert torch.equal(upsample_nearest(h, size_out), F.interpolate(h, size=(size_out, size_out), mode="nearest"))
+
+
+def test_decoding_in_chunks_gives_the_same_images(monkeypatch):
+    """VQVAE.decode runs the decoder on DECODE_CHUNK images at a time: every image, in order, the same values up to
+    float rounding (a convolution may pick another algorithm for another batch size)."""
+    import models.vqvae as vqvae_module
+    model = VQVAE(config.build_config("tiny").vqvae).eval()
+    idx = model.encode(torch.rand(5, 1, 28, 28) * 2 - 1)
+    whole = model.decode(idx)
+    monkeypatch.setattr(vqvae_module, "DECODE_CHUNK", 2)
+    assert torch.allclose(model.decode(idx), whole, atol=1e-6)
