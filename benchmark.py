@@ -163,7 +163,7 @@ def load_priors(cfg, device):
     for path in paths:
         if path != gpt_path and load_file(path).get("kind") not in registered():
             continue  # a tokenizer, the classifier, ...
-        prior, vqvae, ckpt = load_pair(path, None, device, dataset=cfg.data.dataset)
+        prior, vqvae, ckpt = load_pair(path, None, device, dataset=cfg.data.dataset, compile=cfg.sample.compile)
         found.append({"label": prior.title, "name": prior.name, "prior": prior, "vqvae": vqvae, "ckpt": ckpt,
                       "vqvae_path": find_tokenizer(path, ckpt)})
     order = list(config.PRIORS)

@@ -14,6 +14,7 @@ import torch
 
 import config as config_module
 from files import atomic_write
+from models import device as devices
 
 
 class CheckpointError(RuntimeError):
@@ -214,9 +215,10 @@ def find_tokenizer(prior_path, prior_ckpt):
     return candidates[0] if candidates else beside
 
 
-def load_pair(prior_path, vqvae_path=None, device="cpu", dataset=None):
+def load_pair(prior_path, vqvae_path=None, device="cpu", dataset=None, compile=False):
     """A prior and the tokenizer it was trained on; refuses a tokenizer with other weights, and either of them when
-    trained on another dataset than `dataset` (None: any). vqvae_path=None: the tokenizer beside the prior."""
+    trained on another dataset than `dataset` (None: any). vqvae_path=None: the tokenizer beside the prior.
+    compile=True: compiled for sampling (config sample.compile)."""
     prior, prior_ckpt = load_prior(prior_path, device)
     check_dataset(prior_ckpt, prior_path, dataset)
     vqvae_path = vqvae_path or find_tokenizer(prior_path, prior_ckpt)
@@ -226,4 +228,6 @@ def load_pair(prior_path, vqvae_path=None, device="cpu", dataset=None):
             f"{prior_path} was trained on tokenizer {prior_ckpt['tokenizer_id']}, but {vqvae_path} is tokenizer "
             f"{vqvae_ckpt['tokenizer_id']}; retrain the prior with: python transformer_train.py --prior "
             f"{prior_ckpt['kind']}")
+    if compile:
+        devices.compile_for_sampling(prior, vqvae)
     return prior, vqvae, prior_ckpt

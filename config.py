@@ -131,6 +131,11 @@ class SampleConfig:
     batch_size: int = 1000
     temperatures: tuple = (0.1, 0.25, 0.33, 0.5, 0.75, 1.0, 2.0)  # generator.py's sweep, as in the write-up
     per_class: int = 10            # columns per class row in sample grids
+    # torch.compile the prior's transformer blocks and the tokenizer's decoder when generator.py, evaluate.py and
+    # benchmark.py sample. On the 2-core CPU: ~25 s to compile once per process, then guided sampling at batch 1000
+    # 1.3x faster (README), so it pays off only past ~100k images there. Training is not compiled: a compiled GPT
+    # training step measured no faster on that CPU.
+    compile: bool = False
 
 
 @dataclass

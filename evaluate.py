@@ -327,7 +327,7 @@ def evaluate(cfg, args):
     rows, info = {}, {"device": str(device), "classifier": os.path.relpath(scoring_with)}
     prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
     if samples is None or os.path.exists(path):
-        prior, vqvae, _ = load_pair(path, args.vqvae, device, dataset=spec.name)
+        prior, vqvae, _ = load_pair(path, args.vqvae, device, dataset=spec.name, compile=cfg.sample.compile)
         check_steps(prior, args.steps)
         if prior.exact_likelihood:
             info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)

@@ -318,7 +318,8 @@ def generate(cfg, args, mode):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
-    prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device, dataset=cfg.data.dataset)
+    prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device, dataset=cfg.data.dataset,
+                                   compile=cfg.sample.compile)
     check_steps(prior, args.steps)
     class_names = data.dataset(cfg.data.dataset).class_names
     temperature = config.sampling_temperature(cfg, prior) if args.temperature is None else args.temperature

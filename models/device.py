@@ -60,6 +60,14 @@ def grad_scaler(device, dtype):
     return torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
 
 
+def compile_for_sampling(prior, vqvae):
+    """torch.compile what sampling runs over and over: the prior's transformer blocks (`prior.blocks`; a prior
+    without them runs eagerly) and the tokenizer's decoder. In place (Module.compile), so the weights keep their
+    names; the quantizer stays eager (a lookup)."""
+    for module in [*getattr(prior, "blocks", ()), vqvae.decoder]:
+        module.compile()
+
+
 def synchronize(device):
     """Wait for the device's queued work (GPUs run asynchronously), so a timer measures the work, not its launch."""
     if device.type == "cuda":

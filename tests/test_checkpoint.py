@@ -65,6 +65,26 @@ def test_load_pair_accepts_the_matching_tokenizer(saved_pair):
     assert isinstance(prior, GPT) and isinstance(vqvae, VQVAE) and ckpt["kind"] == "gpt"
 
 
+def test_load_pair_compiled_for_sampling_computes_what_the_eager_models_do(saved_pair):
+    """sample.compile: the blocks and the decoder compiled in place (weights keep their names); a KV-cache sampling
+    step (the dynamic cache position) and decoding agree with the eager models."""
+    vq_model, prior, vq_path, gpt_path = saved_pair
+    compiled, vqvae, _ = load_pair(gpt_path, vq_path, compile=True)
+    assert compiled.state_dict().keys() == prior.state_dict().keys()
+    assert all(m._compiled_call_impl is not None for m in [*compiled.blocks, vqvae.decoder])  # Module.compile's
+    tokens, classes = torch.randint(0, prior.V, (2, prior.L)), torch.tensor([3, 10])
+    with torch.no_grad():
+        steps = []
+        for model in (prior, compiled):
+            caches = model.new_cache()
+            steps.append([model.step_logits(classes, tokens[:, :0], caches, 0)] +
+                         [model.step_logits(classes, tokens[:, s - 1:s], caches, s) for s in range(1, 4)])
+        idx = vq_model.from_sequence(tokens)
+        assert torch.allclose(vqvae.decode(idx), vq_model.decode(idx), atol=1e-5)
+    for eager, fast in zip(*steps):
+        assert torch.allclose(fast, eager, atol=1e-5)
+
+
 def test_load_pair_refuses_another_tokenizer(saved_pair, tmp_path):
     model, _, vq_path, gpt_path = saved_pair
     with torch.no_grad():
