@@ -68,7 +68,7 @@ class GPT(Prior):
         """Logits over the V codes of each slot's target codebook; slot i predicts position first_target + i."""
         B, T, _ = h_BTD.shape
         logits_BTKV = self.head(self.ln_f(h_BTD)).view(B, T, -1, self.V)
-        if T == 1:  # a sampling step: plain slicing; the gather below is a tenth of a CPU sampling step's time
+        if T == 1:  # a sampling step reads one codebook's logits: a plain slice, no gather
             book = first_target % self.grid_shape[-1]  # = book_L[first_target], read without touching the device
             return logits_BTKV[:, :, book]
         book_T = self.book_L[first_target:first_target + T]
