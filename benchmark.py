@@ -117,12 +117,13 @@ def temperature_sweep(prior, vqvae, cfg, device, dtype, temperatures, n):
     test_images, _ = data.load_split(cfg.data, train=False)
     _, reference = evaluate.classify(classifier, test_images, device)
     rows = []
+    _, guidance = config.sampling_settings(cfg, prior)
     for temperature in temperatures:
         classes, labels = class_ids(n, prior, unconditional=False)
         images = data.to_uint8(draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k,
-                                           cfg.sample.cfg_scale, cfg.sample.batch_size, cfg.seed))
+                                           guidance, cfg.sample.batch_size, cfg.seed))
         scores = evaluate.score(classifier, images, labels, reference, device)
-        rows.append({"temperature": temperature, **scores})
+        rows.append({"temperature": temperature, "cfg_scale": guidance, **scores})
         print(f"T={temperature:.2f}: FID {scores['fid']:.2f}  precision {scores['precision']:.3f}  "
               f"recall {scores['recall']:.3f}  accuracy {scores['accuracy']:.3f}")
     return rows
@@ -174,17 +175,17 @@ def load_priors(cfg, device):
 
 
 def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None):
-    """Draw n samples at the prior's own temperature with the default guidance, time them, and score them."""
+    """Draw n samples at the prior's own temperature and guidance, time them, and score them."""
     prior, vqvae = entry["prior"], entry["vqvae"]
     classes, labels = class_ids(n, prior, unconditional=False)
-    temperature = config.sampling_temperature(cfg, prior)
+    temperature, guidance = config.sampling_settings(cfg, prior)
     t0 = time.perf_counter()
-    images = draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k, cfg.sample.cfg_scale,
+    images = draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k, guidance,
                          cfg.sample.batch_size, cfg.seed, steps=steps, progress=True)
     seconds = time.perf_counter() - t0
     scores = evaluate.score(classifier, data.to_uint8(images), labels, reference, device)
     row = {**scores, "images_per_s": n / seconds, "forward_passes": prior.forward_passes(steps), "steps": steps,
-           "temperature": temperature}
+           "temperature": temperature, "cfg_scale": guidance}
     print(f"{entry['label']}{'' if steps is None else f', {steps} steps'}: FID {row['fid']:.2f}  accuracy "
           f"{row['accuracy']:.3f}  {row['images_per_s']:.0f} images/s  {row['forward_passes']} forward passes")
     return row
@@ -271,7 +272,8 @@ def run(cfg, args, argv):
         prior, vqvae = entry["prior"], entry["vqvae"]
         if prior.kv_cache:  # with and without it
             sampling[entry["label"]] = {scale: sampling_speed(prior, vqvae, device, dtype, batch_sizes, args.repeats,
-                                                              scale) for scale in sorted({1.0, cfg.sample.cfg_scale})}
+                                                              scale)
+                                           for scale in sorted({1.0, config.sampling_settings(cfg, prior)[1]})}
             for scale, rows in sampling[entry["label"]].items():
                 for row in rows:
                     print(f"{entry['label']} sampling cfg {scale}, batch {row['batch']:>5}: KV cache {row['kv']:8.1f} "
@@ -315,7 +317,7 @@ def measure_utilization(cfg, device, dtype, batch, repeats):
         classes = torch.arange(batch) % prior.cfg.num_classes
         decoder = vqvae.flops()["decoder"]
         mine = []
-        for scale in sorted({1.0, cfg.sample.cfg_scale}):
+        for scale in sorted({1.0, config.sampling_settings(cfg, prior)[1]}):
             median, _ = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, cfg_scale=scale,
                                                   batch_size=batch), repeats)
             mine.append(utilization.row(f"{prior.title}: sampling, guidance {scale:g}, batch {batch}",
@@ -441,9 +443,9 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
         q, prior = entry["quality"], entry["prior"]
         nll = f"{entry['likelihood']['bits_per_image']:.1f}" if "likelihood" in entry else "-"
         steps = f", {q['steps'] or prior.cfg.steps} steps" if prior.sampling_steps else ""
-        prior_rows.append([f"**{entry['label']}**{steps}, T={q['temperature']:g}", q["n"], *_quality_cells(q), nll,
+        prior_rows.append([f"**{entry['label']}**{steps}, {_setting(q)}", q["n"], *_quality_cells(q), nll,
                            q["forward_passes"], f"{q['images_per_s']:.0f}"])
-    step_rows = [[f"{entry['label']}, T={r['temperature']:g}", r["steps"], r["forward_passes"], f"{r['fid']:.2f}",
+    step_rows = [[f"{entry['label']}, {_setting(r)}", r["steps"], r["forward_passes"], f"{r['fid']:.2f}",
                   f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['accuracy']:.3f}", f"{r['images_per_s']:.0f}"]
                  for entry in entries for r in entry.get("steps_rows", [])]
     speed_rows = [[label, scale, r["batch"], f"{r['kv']:.1f} ({r['kv_spread'][0]:.1f}-{r['kv_spread'][1]:.1f})",
@@ -454,7 +456,7 @@ def write_report(path, cfg, argv, machine, entries, references, sampling, train,
         f"{', '.join(e['label'] for e in entries if e['vqvae_path'] == vq_path)} on {os.path.basename(vq_path)} "
         f"({_tokens(vqvae)} tokens, {vqvae.cfg.codebook_size} codes)" for vq_path, vqvae in tokenizers.items())
     best = min(sweep, key=lambda r: r["fid"])
-    guidance = cfg.sample.cfg_scale
+    sweep_guidance = sweep[0]["cfg_scale"]
     spec = data.dataset(cfg.data.dataset)
     text = f"""Produced by `python benchmark.py {' '.join(argv)}` on {datetime.date.today().isoformat()} (commit {commit}).
 Machine: {machine}. Scored with the classifier {os.path.relpath(evaluate.classifier_path(cfg))}.
@@ -463,7 +465,7 @@ Every prior was trained by `transformer_train.py` with its default config, each 
 ### Which prior wins at which budget
 
 Best classifier-FID among all priors and step counts whose sampler needs at most that many transformer forward
-passes per image ({n} samples, each prior at its own temperature, guidance {guidance}; images/s at batch
+passes per image ({n} samples, each prior at its own temperature T and guidance g; images/s at batch
 {cfg.sample.batch_size}):
 
 {_table(['forward passes per image', 'best prior', 'FID', 'images/s'], budget_lines(entries))}
@@ -481,7 +483,7 @@ included), on this machine; a busy machine inflates it, so the throughput table 
 
 {_table(['tokenizer', 'tokens per image', 'codes', 'val MSE (pixels in [0, 1])', 'code usage (per codebook or scale)', 'perplexity', 'recon FID', 'recon class accuracy'], tok_rows)}
 
-### Quality: every prior side by side ({n} samples, each at its prior's temperature T, guidance {guidance})
+### Quality: every prior side by side ({n} samples, each at its prior's temperature T and guidance g)
 
 Features: the penultimate layer of the repo's own {spec.title} classifier (`evaluate.py --train-classifier`), compared
 with the {spec.title} test set. Real training images are the floor; a tokenizer's reconstructions of the test set are the
@@ -492,14 +494,14 @@ best any prior on that tokenizer can reach. NLL: the prior's exact negative log-
 
 {_table(['set', 'n', 'FID', 'KID x1000', 'precision', 'recall', 'class accuracy', 'confidence', 'class entropy (bits)', 'NLL bits/image', 'forward passes', 'images/s'], ref_rows + prior_rows)}
 
-### Discrete diffusion: quality and speed vs reverse steps ({n} samples each, guidance {guidance})
+### Discrete diffusion: quality and speed vs reverse steps ({n} samples each)
 
 The mask process reveals at least one token per step, so with L tokens it never needs more than L forward
 passes; the uniform process runs one pass per step.
 
 {_table(['prior', 'steps', 'forward passes', 'FID', 'precision', 'recall', 'class accuracy', 'images/s'], step_rows)}
 
-### The GPT's quality vs temperature ({n} samples each, guidance {guidance})
+### The GPT's quality vs temperature ({n} samples each, guidance {sweep_guidance:g})
 
 {_table(['temperature', 'FID', 'precision', 'recall', 'class accuracy'], [[r['temperature'], f"{r['fid']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['accuracy']:.3f}"] for r in sweep])}
 
@@ -509,7 +511,7 @@ Best FID at temperature {best['temperature']}.
 
 ### Sampling speed with and without the KV cache (tokens + decoding, images/s; median of runs, min-max in brackets)
 
-Guidance {guidance} is generator.py's default; with guidance each image costs two sequences. The GPT draws one
+Each prior's guidance scale is its config section's default; with guidance each image costs two sequences. The GPT draws one
 token per forward pass, VAR one whole scale.
 
 {_table(['prior', 'guidance', 'batch', 'KV cache', 'no KV cache', 'speedup'], speed_rows)}
@@ -519,6 +521,11 @@ token per forward pass, VAR one whole scale.
 {_table(['stage', 'images/s', 'spread', 'precision'], [[name, f"{r['images_per_s']:.0f}", f"{r['spread'][0]:.0f}-{r['spread'][1]:.0f}", _dtype_name(r['dtype'])] for name, r in train.items()])}
 """
     write_section(path, spec.name, spec.title, text)
+
+
+def _setting(row):
+    """A quality row's sampling point as the tables write it: T=1.15, g=1.75."""
+    return f"T={row['temperature']:g}, g={row['cfg_scale']:g}"
 
 
 def write_section(path, name, title, text):

@@ -86,16 +86,21 @@ class PriorConfig:
     dropout: float = 0.1
     num_classes: int = 10          # follows data.dataset: class ids 0..num_classes-1; id num_classes = "no class"
     class_dropout: float = 0.1     # share of training sequences whose class is replaced by "no class"
-    SAMPLING_ONLY = ("temperature",)  # fields training never reads: --resume does not compare them
-    # Sampling temperature generator.py, evaluate.py and benchmark.py draw this prior's samples at (--temperature
-    # overrides it). Each prior has its own: the best FID sits at a different temperature for each (README)
+    SAMPLING_ONLY = ("temperature", "cfg_scale")  # fields training never reads: --resume does not compare them
+    # Sampling temperature and classifier-free guidance scale generator.py, evaluate.py and benchmark.py draw this
+    # prior's samples at (--temperature and --cfg override them). Each prior has its own: the best FID sits at a
+    # different point for each (README). Guidance: uncond + s * (cond - uncond); 1.0 = plain conditional
     temperature: float = 1.0
+    cfg_scale: float = 1.5
 
 
 @dataclass
 class GPTConfig(PriorConfig):
     """The raster-order GPT (models/gpt.py)."""
-    temperature: float = 1.2       # MNIST: FID 14.5 at 1.0, 10.5 at 1.1, 9.45 at 1.2, 11.8 at 1.3 (RESULTS.md)
+    # MNIST, guidance 1.5: FID 14.5 at T 1.0, 10.5 at 1.1, 9.45 at 1.2, 11.8 at 1.3, but at most 99.3% read as the
+    # requested digit; T 1.15 with guidance 1.75 trades some FID for >= 99.5% (README, RESULTS.md)
+    temperature: float = 1.15
+    cfg_scale: float = 1.75
 
 
 @dataclass
@@ -114,7 +119,10 @@ class GPTTrainConfig:
 class VARConfig(PriorConfig):
     """The next-scale prior (models/var.py): sized to match the GPT's parameter count (AdaLN adds 6 d^2 per block)."""
     d_model: int = 160
-    temperature: float = 1.0       # 5 epochs: FID 25.8 at 1.0, 25.7 at 1.1, 30.6 at 1.2 (RESULTS.md)
+    # guidance rises over the scales (models/var.py: guidance_at). 5 epochs, 10k samples: FID 26.6 at T 1.0 with
+    # constant guidance 1.5; progressive: 21.2 at T 1.0 / g 1.5, 18.9 at 1.0 / 2.0, 17.2 at 1.1 / 2.5, 18.1 at 1.2 / 3.0
+    temperature: float = 1.1
+    cfg_scale: float = 2.5
 
 
 @dataclass
@@ -123,13 +131,15 @@ class DiffusionConfig(PriorConfig):
     noise: str = "mask"            # mask: absorbing state (MaskGIT / VQ-Diffusion); uniform: random codes (D3PM)
     steps: int = 16                # reverse steps at sampling time (generator.py --steps)
     choice_temperature: float = 4.5  # mask: Gumbel noise on confidences when choosing what to keep, annealed to 0
-    temperature: float = 1.2       # masked, 16 steps, previous tokenizer: FID 32.1 at 1.0, 24.7 at 1.2
+    # guidance rises over the reverse steps (models/diffusion.py: guidance_at). Masked, 8 steps, 10k samples: FID 23.2
+    # at T 1.2 with constant guidance 1.5 (26.8 at T 1.4, 31.3 at g 2.0); progressive: 21.9 at g 2.0, 23.9 at 2.5
+    temperature: float = 1.2
+    cfg_scale: float = 2.0
 
 
 @dataclass
 class SampleConfig:
     top_k: int = 0                 # 0 = no top-k filtering
-    cfg_scale: float = 1.5         # classifier-free guidance: uncond + s * (cond - uncond); 1.0 = plain conditional
     batch_size: int = 1000
     temperatures: tuple = (0.1, 0.25, 0.33, 0.5, 0.75, 1.0, 2.0)  # generator.py's sweep, as in the write-up
     per_class: int = 10            # columns per class row in sample grids
@@ -170,12 +180,13 @@ def prior_sections(cfg):
 PRIORS = prior_sections(Config())  # ('gpt', 'var', 'diffusion'); a new prior adds its two sections to Config
 
 
-def sampling_temperature(cfg, prior):
-    """The temperature a prior samples at by default: its section's in this config, not the copy in its checkpoint,
-    so a temperature calibrated after training applies to the priors already trained. A prior kind this config has
-    no section for (one registered elsewhere) keeps its checkpoint's."""
+def sampling_settings(cfg, prior):
+    """(temperature, cfg_scale) a prior samples at by default: its section's in this config, not the copy in its
+    checkpoint, so settings calibrated after training apply to the priors already trained. A prior kind this config
+    has no section for (one registered elsewhere) keeps its checkpoint's (older checkpoints: the class default)."""
     section = getattr(cfg, prior.kind, None)
-    return (section if isinstance(section, PriorConfig) else prior.cfg).temperature
+    source = section if isinstance(section, PriorConfig) else prior.cfg
+    return source.temperature, getattr(source, "cfg_scale", PriorConfig.cfg_scale)
 
 
 # Named presets: a list of overrides on top of the defaults above.
@@ -266,6 +277,11 @@ def _parse_value(text, current):
         raise ConfigError(f"cannot read {text!r} as {kind.__name__}") from None
 
 
+# fields that moved, so an old command line gets told where to instead of "unknown field"
+MOVED = {"sample.cfg_scale": "each prior has its own guidance scale; set gpt.cfg_scale, var.cfg_scale or "
+                             "diffusion.cfg_scale (or pass --cfg to the sampling scripts)"}
+
+
 def apply_override(cfg, assignment):
     """Apply one 'section.field=value' (or top-level 'field=value') string to cfg in place."""
     if "=" not in assignment:
@@ -277,6 +293,8 @@ def apply_override(cfg, assignment):
         if not dataclasses.is_dataclass(target) or not hasattr(target, section):
             raise ConfigError(f"unknown config section {section!r} in {assignment!r}")
         target = getattr(target, section)
+    if path.strip() in MOVED:
+        raise ConfigError(f"{path.strip()} is gone: {MOVED[path.strip()]}")
     if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
         raise ConfigError(f"unknown config field {path!r}; see config.py for the names")
     current = getattr(target, name)
@@ -319,8 +337,6 @@ def validate(cfg):
         (cfg.sample.top_k >= 0, f"sample.top_k must be 0 (off) or positive (got {cfg.sample.top_k})"),
         (len(cfg.sample.temperatures) > 0 and all(map(positive_finite, cfg.sample.temperatures)),
          f"sample.temperatures must be finite numbers above 0 (got {cfg.sample.temperatures})"),
-        (positive_finite(cfg.sample.cfg_scale),
-         f"sample.cfg_scale must be a finite number above 0 (got {cfg.sample.cfg_scale})"),
         (cfg.sample.batch_size >= 1 and cfg.sample.per_class >= 1,
          "sample.batch_size and sample.per_class must be at least 1"),
         (cfg.data.train_limit >= 0 and cfg.data.test_limit >= 0,
@@ -352,6 +368,7 @@ def validate(cfg):
             (g.mlp_ratio >= 1, f"{name}.mlp_ratio must be at least 1 (got {g.mlp_ratio}); 0 drops the MLPs"),
             (positive_finite(g.temperature), f"{name}.temperature must be a finite number above 0 "
                                              f"(got {g.temperature})"),
+            (positive_finite(g.cfg_scale), f"{name}.cfg_scale must be a finite number above 0 (got {g.cfg_scale})"),
         ]
     for name, section in (("vqvae_train", cfg.vqvae_train), *((f"{p}_train", getattr(cfg, f"{p}_train")) for p in priors)):
         checks += [

@@ -275,7 +275,7 @@ def main(argv=None):
     parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path")
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps when drawing")
-    parser.add_argument("--cfg", type=float, default=None, help="guidance scale when drawing (default: config)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale when drawing (default: the prior's config section)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples drawn at once when drawing (default: config.sample.batch_size)")
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
@@ -338,8 +338,9 @@ def evaluate(cfg, args):
         name = os.path.basename(args.samples)
     else:
         n = args.n or DRAW_N
-        temperature = config.sampling_temperature(cfg, prior) if args.temperature is None else args.temperature
-        cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
+        temperature, cfg_scale = config.sampling_settings(cfg, prior)
+        temperature = temperature if args.temperature is None else args.temperature
+        cfg_scale = cfg_scale if args.cfg is None else args.cfg
         batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
         classes, labels = class_ids(n, prior, unconditional=False)
         t0 = time.time()

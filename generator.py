@@ -293,7 +293,8 @@ def main(argv=None):
                         help="one temperature (default: the sweep in config.sample.temperatures for grids, "
                              "the prior's own, e.g. gpt.temperature, for --save and --edit)")
     parser.add_argument("--top-k", type=int, default=None, help="keep the k most likely codes (0 = all)")
-    parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="classifier-free guidance scale (1 = off; default: the prior's own, e.g. gpt.cfg_scale)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps (default: diffusion.steps)")
     parser.add_argument("--unconditional", action="store_true", help='draw with the "no class" token')
     parser.add_argument("--n", type=int, default=None, help=f"number of samples for --save (default {SAVE_N})")
@@ -322,9 +323,10 @@ def generate(cfg, args, mode):
                                    compile=cfg.sample.compile)
     check_steps(prior, args.steps)
     class_names = data.dataset(cfg.data.dataset).class_names
-    temperature = config.sampling_temperature(cfg, prior) if args.temperature is None else args.temperature
+    temperature, cfg_scale = config.sampling_settings(cfg, prior)
+    temperature = temperature if args.temperature is None else args.temperature
+    cfg_scale = cfg_scale if args.cfg is None else args.cfg
     top_k = cfg.sample.top_k if args.top_k is None else args.top_k
-    cfg_scale = cfg.sample.cfg_scale if args.cfg is None else args.cfg
     batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
     options = dict(top_k=top_k, cfg_scale=cfg_scale, batch_size=batch_size, seed=cfg.seed,
                    use_cache=not args.no_kv_cache, steps=args.steps)

@@ -89,13 +89,12 @@ def train_epoch(model, loss_fn, optimizer, scaler, tokens_NL, labels_N, tc, epoc
 
 
 def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
-    """One row per class at the prior's sampling temperature and the configured guidance, from a fixed seed so grids
-    of different epochs compare."""
+    """One row per class at the prior's sampling temperature and guidance, from a fixed seed so grids of different
+    epochs compare."""
     names = data.dataset(cfg.data.dataset).class_names
     classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
-    temperature = config.sampling_temperature(cfg, model)
-    images = draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg.sample.cfg_scale,
-                         seed=seed)
+    temperature, cfg_scale = config.sampling_settings(cfg, model)
+    images = draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg_scale, seed=seed)
     training.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)
 
 

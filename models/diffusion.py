@@ -65,6 +65,7 @@ class DiscreteDiffusion(Prior):
     edits = ("inpaint", "outpaint", "complete")
     reverse_process = True
     sampling_steps = True
+    progressive_guidance = True
 
     def __init__(self, cfg, grid_shape, codebook_size):
         super().__init__()
@@ -157,6 +158,12 @@ class DiscreteDiffusion(Prior):
         return self.cross_entropy(logits_BLV, tokens_BL)
 
     # --- sampling ---------------------------------------------------------------------------------------------
+    def guidance_at(self, done, cfg_scale):
+        """The guidance scale once a share `done` of the reverse steps has run: with progressive_guidance it rises
+        linearly from 1 (plain conditional) at the first step to cfg_scale at the last (Muse's linearly increasing
+        guidance; VAR's over scales), so the early steps, which lay out the image, keep their diversity."""
+        return 1.0 + (cfg_scale - 1.0) * done if self.progressive_guidance else cfg_scale
+
     def _sample(self, class_B, temperature, top_k, cfg_scale, generator, known_BL=None, known_mask_BL=None,
                 steps=None, return_process=False):
         """Draw tokens_BL in `steps` reverse steps. known_BL / known_mask_BL (True = keep): editing, kept tokens
@@ -170,10 +177,12 @@ class DiscreteDiffusion(Prior):
         known_BL = torch.where(known_mask_BL, known_BL.long(), 0)  # values under known_mask False are ignored
         classes, guided = self.guided_classes(class_B, cfg_scale)
 
-        def denoise(tokens_BL, t_B):
+        def denoise(tokens_BL, t_B, done):
+            """p(x0 | x_t) logits; `done` in [0, 1]: the share of the reverse process already run."""
             if not guided:
                 return self(tokens_BL, classes, t_B).float()
-            return guide(self(torch.cat([tokens_BL, tokens_BL]), classes, torch.cat([t_B, t_B])).float(), cfg_scale)
+            logits_2BxV = self(torch.cat([tokens_BL, tokens_BL]), classes, torch.cat([t_B, t_B])).float()
+            return guide(logits_2BxV, self.guidance_at(done, cfg_scale))
 
         run = self._sample_mask if self.cfg.noise == "mask" else self._sample_uniform
         process = []
@@ -189,7 +198,7 @@ class DiscreteDiffusion(Prior):
         for j in range(S):
             masked_BL = tokens_BL == self.mask_id
             t_B = torch.asin(masked_BL.float().mean(1)) * 2 / math.pi  # the t whose corrupted_fraction this is
-            logits_BLV = denoise(tokens_BL, t_B)
+            logits_BLV = denoise(tokens_BL, t_B, j / max(S - 1, 1))
             probs_BLV = filtered_probs(logits_BLV, temperature, top_k)
             drawn_BL = _draw(probs_BLV, generator)
             # MaskGIT: keep the most confident draws; Gumbel noise, annealed to 0, stops early steps from all
@@ -213,7 +222,7 @@ class DiscreteDiffusion(Prior):
             t, s = 1.0 - i / steps, 1.0 - (i + 1) / steps
             a_t, a_s = 1.0 - corrupted_fraction(t), 1.0 - corrupted_fraction(s)  # shares left intact
             a_ts = a_t / a_s if a_s > 0 else 0.0  # q(x_t | x_s) keeps x_s with prob a_ts; a_t = 0 at t = 1
-            logits_BLV = denoise(tokens_BL, torch.full((B,), t, device=tokens_BL.device))
+            logits_BLV = denoise(tokens_BL, torch.full((B,), t, device=tokens_BL.device), i / max(steps - 1, 1))
             p_BLV = filtered_probs(logits_BLV, temperature, top_k)
             # p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) p(x0 | x_t), with the posterior q(x_s | x_t, x0) =
             # q(x_t | x_s) q(x_s | x0) / q(x_t | x0). The network is trained to give p(x0 | x_t), so the division by

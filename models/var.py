@@ -53,6 +53,7 @@ class VAR(Prior):
     multiscale_tokenizer = True
     kv_cache = True
     edits = ("inpaint", "outpaint", "complete")
+    progressive_guidance = True  # guidance ramps up over the scales (guidance_at)
 
     def __init__(self, cfg, scales, codebook_size, code_dim, phi_ratio=0.5):
         super().__init__()
@@ -160,6 +161,15 @@ class VAR(Prior):
         return len(self.scales)
 
     # --- sampling -----------------------------------------------------------------------------------------------
+    def guidance_at(self, k, cfg_scale):
+        """The guidance scale at scale k: VAR's progressive guidance, rising linearly from 1 (plain conditional) at
+        the first scale to cfg_scale at the last (the reference code's `t = cfg * si / (num_stages - 1)`, in this
+        repo's uncond + s * (cond - uncond) form). Strong guidance on the coarse scales, where a digit's shape is
+        chosen, makes every sample of a class alike; the fine scales only sharpen."""
+        if not self.progressive_guidance or len(self.scales) == 1:
+            return cfg_scale
+        return 1.0 + (cfg_scale - 1.0) * k / (len(self.scales) - 1)
+
     def _sample(self, class_B, temperature, top_k, cfg_scale, generator, use_cache=True, known_BL=None,
                 known_mask_BL=None):
         """Draw tokens_BL scale by scale: K forward steps, one per scale, with a KV cache across scales.
@@ -185,7 +195,7 @@ class VAR(Prior):
                 logits = self._run(x, cond_BD, self.mask_LL[:start + n, :start + n])[:, start:]
             logits = logits.float()
             if guided:
-                logits = guide(logits, cfg_scale)
+                logits = guide(logits, self.guidance_at(k, cfg_scale))
             idx_Bn = sample_from_logits(logits.reshape(B * n, self.V), temperature, top_k, generator).view(B, n)
             if known_BL is not None:
                 keep = known_mask_BL[:, start:start + n]

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import config
-from config import PRIORS, ConfigError, build_config, sampling_temperature
+from config import PRIORS, ConfigError, build_config, sampling_settings
 
 
 def test_defaults_and_tiny_preset():
@@ -189,12 +189,20 @@ def test_diffusion_noise_accepts_both_processes():
     assert build_config("tiny").diffusion.steps == 4 and build_config().diffusion.steps == 16
 
 
-def test_each_prior_samples_at_its_own_sections_temperature():
-    cfg = build_config("tiny", ["gpt.temperature=1.37", "var.temperature=1.13", "diffusion.temperature=0.83"])
+def test_each_prior_samples_at_its_own_sections_temperature_and_guidance():
+    cfg = build_config("tiny", ["gpt.temperature=1.37", "var.temperature=1.13", "diffusion.temperature=0.83",
+                                "gpt.cfg_scale=2.5", "var.cfg_scale=1.25", "diffusion.cfg_scale=3"])
     trained_at = build_config("tiny")  # the copy inside a checkpoint is not what decides
     priors = {kind: type("Prior", (), {"kind": kind, "cfg": getattr(trained_at, kind)})() for kind in PRIORS}
-    assert {kind: sampling_temperature(cfg, p) for kind, p in priors.items()} == \
-        {"gpt": 1.37, "var": 1.13, "diffusion": 0.83}
+    assert {kind: sampling_settings(cfg, p) for kind, p in priors.items()} == \
+        {"gpt": (1.37, 2.5), "var": (1.13, 1.25), "diffusion": (0.83, 3.0)}
+    # a kind without a section here keeps its checkpoint's; one saved before per-prior guidance gets the default
     elsewhere = type("Prior", (), {"kind": "toy", "cfg": type("Cfg", (), {"temperature": 0.7})()})()
-    assert sampling_temperature(cfg, elsewhere) == 0.7  # a kind without a section here keeps its checkpoint's
+    assert sampling_settings(cfg, elsewhere) == (0.7, 1.5)
+
+
+def test_the_moved_global_guidance_field_says_where_it_went():
+    with pytest.raises(ConfigError, match="gpt.cfg_scale") as info:
+        build_config("tiny", ["sample.cfg_scale=2"])
+    assert len(str(info.value).splitlines()) == 1
 

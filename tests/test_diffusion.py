@@ -159,6 +159,21 @@ def test_guidance_changes_conditional_draws_but_not_unconditional_ones(noise):
 
 
 @pytest.mark.parametrize("noise", NOISES)
+def test_progressive_guidance_rises_over_the_reverse_steps(noise, monkeypatch):
+    import models.diffusion as diffusion_module
+    scales = []
+    original = diffusion_module.guide
+    monkeypatch.setattr(diffusion_module, "guide", lambda logits, s: scales.append(s) or original(logits, s))
+    model = tiny_diffusion(noise)
+    model.sample(torch.arange(4), cfg_scale=3.0, steps=5, generator=torch.Generator().manual_seed(0))
+    assert scales == [1.0, 1.5, 2.0, 2.5, 3.0]  # plain conditional first, the full scale at the last step
+    scales.clear()
+    model.progressive_guidance = False
+    model.sample(torch.arange(4), cfg_scale=3.0, steps=5, generator=torch.Generator().manual_seed(0))
+    assert scales == [3.0] * 5
+
+
+@pytest.mark.parametrize("noise", NOISES)
 def test_one_step_top_1_sampling_is_the_argmax_prediction(noise):
     model = tiny_diffusion(noise)
     tokens, process = model.sample(torch.arange(4), top_k=1, steps=1, return_process=True,

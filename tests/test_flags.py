@@ -226,7 +226,8 @@ def test_read_samples_takes_the_dataset_class_count(tmp_path):
     ("seed=4294967296", "seed"),
     ("gpt.temperature=inf", "gpt.temperature"),
     ("var.temperature=nan", "var.temperature"),
-    ("sample.cfg_scale=inf", "sample.cfg_scale"),
+    ("gpt.cfg_scale=inf", "gpt.cfg_scale"),
+    ("diffusion.cfg_scale=0", "diffusion.cfg_scale"),
     ("sample.temperatures=(0.5,nan)", "sample.temperatures"),
 ])
 def test_config_refuses_values_that_would_crash_or_misbehave(override, fragment):

@@ -122,10 +122,11 @@ def test_the_tokenizer_trains_in_float32_on_a_cpu_unless_asked(monkeypatch):
     assert devices.amp_dtype(CPU, "bf16", tokenizer_training=True) is torch.bfloat16
 
 
-def test_resume_does_not_compare_the_sampling_temperature():
+def test_resume_does_not_compare_the_sampling_settings():
     import config
-    a, b = config.build_config("tiny"), config.build_config("tiny", ["gpt.temperature=0.7"])
+    a, b = config.build_config("tiny"), config.build_config("tiny", ["gpt.temperature=0.7", "gpt.cfg_scale=3"])
     assert training.run_config(a, "gpt", "gpt_train") == training.run_config(b, "gpt", "gpt_train")
-    assert "temperature" not in training.run_config(a, "gpt")["gpt"]  # as in checkpoints from before it existed
+    # as in checkpoints from before they existed
+    assert {"temperature", "cfg_scale"}.isdisjoint(training.run_config(a, "gpt")["gpt"])
     c = config.build_config("tiny", ["gpt.d_model=64", "gpt.n_head=2"])
     assert training.run_config(a, "gpt") != training.run_config(c, "gpt")

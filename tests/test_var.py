@@ -238,13 +238,20 @@ def test_sampling_logits_equal_the_teacher_forced_logits_of_the_drawn_tokens(mon
     tokens = model.sample(classes, cfg_scale=cfg_scale, generator=seeded(0), use_cache=use_cache)
     assert len(seen) == 4  # one forward step per scale
     cond = model(tokens, classes)
-    expected = cond
-    if cfg_scale != 1.0:
-        uncond = model(tokens, torch.full_like(classes, model.no_class))
-        expected = uncond + cfg_scale * (cond - uncond)
+    uncond = model(tokens, torch.full_like(classes, model.no_class))
     for k, (sl, logits) in enumerate(zip(scale_slices(model.scales), seen)):
         n = sl.stop - sl.start
-        assert torch.allclose(logits.view(3, n, V), expected[:, sl], atol=1e-4), f"scale {k}"
+        scale = 1 + (cfg_scale - 1) * k / 3  # progressive guidance: 1 at the first scale, cfg_scale at the last
+        expected = uncond[:, sl] + scale * (cond[:, sl] - uncond[:, sl])
+        assert torch.allclose(logits.view(3, n, V), expected, atol=1e-4), f"scale {k}"
+
+
+def test_progressive_guidance_rises_from_plain_conditional_to_the_full_scale():
+    model = make_var((1, 2, 3, 4, 5))
+    assert [model.guidance_at(k, 3.0) for k in range(5)] == [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert [model.guidance_at(k, 0.5) for k in range(5)][::4] == [1.0, 0.5]  # below 1 too (anti-guidance)
+    model.progressive_guidance = False
+    assert {model.guidance_at(k, 3.0) for k in range(5)} == {3.0}
 
 
 def test_cfg_scale_one_is_plain_conditional_sampling(monkeypatch):
@@ -284,7 +291,9 @@ def test_guided_greedy_sampling_follows_uncond_plus_scale_times_difference():
     tokens = model.sample(classes, top_k=1, cfg_scale=scale, generator=seeded(0))
     cond = model(tokens, classes)
     uncond = model(tokens, torch.full_like(classes, model.no_class))
-    assert torch.equal(tokens, (uncond + scale * (cond - uncond)).argmax(-1))
+    # progressive guidance: scale k of K guided by 1 + (scale - 1) * k / (K - 1)
+    per_token_L = torch.cat([torch.full((s * s,), model.guidance_at(k, scale)) for k, s in enumerate(model.scales)])
+    assert torch.equal(tokens, (uncond + per_token_L[:, None] * (cond - uncond)).argmax(-1))
     assert not torch.equal(tokens, model.sample(classes, top_k=1, generator=seeded(0)))  # guidance changed the draw
 
 
