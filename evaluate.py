@@ -275,7 +275,8 @@ def main(argv=None):
     parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path")
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps when drawing")
-    parser.add_argument("--cfg", type=float, default=None, help="guidance scale when drawing (default: the prior's config section)")
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="guidance scale when drawing (default: the prior's own, e.g. gpt.cfg_scale)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples drawn at once when drawing (default: config.sample.batch_size)")
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
