@@ -511,8 +511,8 @@ Best FID at temperature {best['temperature']}.
 
 ### Sampling speed with and without the KV cache (tokens + decoding, images/s; median of runs, min-max in brackets)
 
-Each prior's guidance scale is its config section's default; with guidance each image costs two sequences. The GPT draws one
-token per forward pass, VAR one whole scale.
+Each prior's guidance scale is its config section's default; with guidance each image costs two sequences. The GPT
+draws one token per forward pass, VAR one whole scale.
 
 {_table(['prior', 'guidance', 'batch', 'KV cache', 'no KV cache', 'speedup'], speed_rows)}
 

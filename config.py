@@ -292,14 +292,15 @@ def apply_override(cfg, assignment):
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} must look like section.field=value")
     path, text = assignment.split("=", 1)
-    *sections, name = path.strip().split(".")
+    path = path.strip()
+    *sections, name = path.split(".")
     target = cfg
     for section in sections:
         if not dataclasses.is_dataclass(target) or not hasattr(target, section):
             raise ConfigError(f"unknown config section {section!r} in {assignment!r}")
         target = getattr(target, section)
-    if path.strip() in MOVED:
-        raise ConfigError(f"{path.strip()} is gone: {MOVED[path.strip()]}")
+    if path in MOVED:
+        raise ConfigError(f"{path} is gone: {MOVED[path]}")
     if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
         raise ConfigError(f"unknown config field {path!r}; see config.py for the names")
     current = getattr(target, name)

@@ -43,7 +43,8 @@ from checkpoint import (CheckpointError, atomic_save, check_dataset, default_pat
                         load_vqvae, prior_path, tokenizer_path)
 from files import WriteError
 from image_files import MIN_SAMPLES, SampleFileError, read_images
-from generator import FlagError, check_sampling_flags, check_steps, class_ids, draw_images, flag
+from generator import (FlagError, check_sampling_flags, check_steps, class_ids, draw_images, flag,
+                       sampling_point)
 from models import device as devices
 from models.classifier import Classifier
 
@@ -339,9 +340,7 @@ def evaluate(cfg, args):
         name = os.path.basename(args.samples)
     else:
         n = args.n or DRAW_N
-        temperature, cfg_scale = config.sampling_settings(cfg, prior)
-        temperature = temperature if args.temperature is None else args.temperature
-        cfg_scale = cfg_scale if args.cfg is None else args.cfg
+        temperature, cfg_scale = sampling_point(cfg, prior, args)
         batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
         classes, labels = class_ids(n, prior, unconditional=False)
         t0 = time.time()

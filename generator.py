@@ -94,6 +94,13 @@ def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0
     return torch.cat(chunks)
 
 
+def sampling_point(cfg, prior, args):
+    """(temperature, cfg_scale) to draw at: --temperature / --cfg where given, else the prior's own from config."""
+    temperature, cfg_scale = config.sampling_settings(cfg, prior)
+    return (temperature if args.temperature is None else args.temperature,
+            cfg_scale if args.cfg is None else args.cfg)
+
+
 def class_ids(n, prior, unconditional):
     """Classes cycling 0..num_classes-1 (or all "no class"), and the labels to record for them (-1 = none)."""
     cycle = torch.arange(n) % prior.cfg.num_classes
@@ -323,9 +330,7 @@ def generate(cfg, args, mode):
                                    compile=cfg.sample.compile)
     check_steps(prior, args.steps)
     class_names = data.dataset(cfg.data.dataset).class_names
-    temperature, cfg_scale = config.sampling_settings(cfg, prior)
-    temperature = temperature if args.temperature is None else args.temperature
-    cfg_scale = cfg_scale if args.cfg is None else args.cfg
+    temperature, cfg_scale = sampling_point(cfg, prior, args)
     top_k = cfg.sample.top_k if args.top_k is None else args.top_k
     batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
     options = dict(top_k=top_k, cfg_scale=cfg_scale, batch_size=batch_size, seed=cfg.seed,

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import DiffusionConfig
-from models.prior import Prior, filtered_probs, guide, register
+from models.prior import Prior, filtered_probs, guide, progressive_scale, register
 from models.transformer import Block, block_flops, init_gpt2_weights, register_raster_positions
 
 
@@ -159,10 +159,9 @@ class DiscreteDiffusion(Prior):
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def guidance_at(self, done, cfg_scale):
-        """The guidance scale once a share `done` of the reverse steps has run: with progressive_guidance it rises
-        linearly from 1 (plain conditional) at the first step to cfg_scale at the last (Muse's linearly increasing
-        guidance; VAR's over scales), so the early steps, which lay out the image, keep their diversity."""
-        return 1.0 + (cfg_scale - 1.0) * done if self.progressive_guidance else cfg_scale
+        """The guidance scale once a share `done` of the reverse steps has run: 1 at the first step, cfg_scale at the
+        last (Muse's linearly increasing guidance)."""
+        return progressive_scale(cfg_scale, done) if self.progressive_guidance else cfg_scale
 
     def _sample(self, class_B, temperature, top_k, cfg_scale, generator, known_BL=None, known_mask_BL=None,
                 steps=None, return_process=False):

@@ -66,6 +66,14 @@ def sample_from_logits(logits_BV, temperature=1.0, top_k=0, generator=None):
     return torch.multinomial(filtered_probs(logits_BV, temperature, top_k), 1, generator=generator)[:, 0]
 
 
+def progressive_scale(cfg_scale, done):
+    """Progressive classifier-free guidance: the scale once a share `done` in [0, 1] of the coarse-to-fine order has
+    run, rising linearly from 1 (plain conditional) to cfg_scale (VAR's reference code over scales, Muse over
+    decoding steps). Strong guidance on the first decisions, which lay out the image, makes every sample of a class
+    alike; the later ones only sharpen."""
+    return 1.0 + (cfg_scale - 1.0) * done
+
+
 def guide(logits_2BxV, cfg_scale):
     """Classifier-free guidance: the batch holds the conditional half, then the unconditional half;
     returns uncond + s * (cond - uncond)."""

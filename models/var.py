@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from config import VARConfig
-from models.prior import Prior, guide, register, sample_from_logits
+from models.prior import Prior, guide, progressive_scale, register, sample_from_logits
 from models.quantizer import MultiScaleResidualQuantizer, split_scales
 from models.transformer import SelfAttention, block_flops, mlp
 
@@ -162,13 +162,11 @@ class VAR(Prior):
 
     # --- sampling -----------------------------------------------------------------------------------------------
     def guidance_at(self, k, cfg_scale):
-        """The guidance scale at scale k: VAR's progressive guidance, rising linearly from 1 (plain conditional) at
-        the first scale to cfg_scale at the last (the reference code's `t = cfg * si / (num_stages - 1)`, in this
-        repo's uncond + s * (cond - uncond) form). Strong guidance on the coarse scales, where a digit's shape is
-        chosen, makes every sample of a class alike; the fine scales only sharpen."""
+        """The guidance scale at scale k: 1 at the first scale, cfg_scale at the last (the reference code's
+        `t = cfg * si / (num_stages - 1)`, in this repo's uncond + s * (cond - uncond) form)."""
         if not self.progressive_guidance or len(self.scales) == 1:
             return cfg_scale
-        return 1.0 + (cfg_scale - 1.0) * k / (len(self.scales) - 1)
+        return progressive_scale(cfg_scale, k / (len(self.scales) - 1))
 
     def _sample(self, class_B, temperature, top_k, cfg_scale, generator, use_cache=True, known_BL=None,
                 known_mask_BL=None):
