@@ -15,6 +15,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from datasets import DATASETS
+
 def reachable_grid_sizes(image_size):
     """Token-grid sizes the encoder can reach: each stride-2 conv maps n -> ceil(n / 2) (28: 14, 7, 4, 2, 1;
     32: 16, 8, 4, 2, 1)."""
@@ -66,11 +68,11 @@ class VQVAETrainConfig:
     snapshot_steps: tuple = (20, 100)  # also save reconstructions after these first steps (the blurry start)
     num_show: int = 16              # images in each reconstruction PNG
     # Adversarial loss on the decoder (models/discriminator.py, Taming Transformers' recipe): 0 = MSE only. The
-    # weight multiplies Taming's adaptive balance, so 1.0 moves the decoder's last layer as much as the MSE does.
-    # 0.5 took the reconstructions' FID from 13.9 to 9.3 (README); 1.0 diverged in its first adversarial epoch
+    # weight multiplies Taming's adaptive balance, so 1.0 moves the decoder's last layer as much as the MSE does;
+    # 0.5 is the measured choice (RESULTS.md, tokenizer ablations), 1.0 diverged
     gan_weight: float = 0.5
-    # the epoch the adversary joins. From the first: reconstruction FID 7.39 vs 8.79 from epoch 2, for 7% more time
-    # (RESULTS.md); Taming starts it later, once the reconstructions are roughly right
+    # the epoch the adversary joins. Taming starts it later, once the reconstructions are roughly right; on MNIST's
+    # 5-epoch budget joining from the first epoch measured better (RESULTS.md)
     gan_start_epoch: int = 1
     gan_lr: float = 2e-4            # the discriminator's AdamW learning rate (betas 0.5, 0.9, as in Taming)
     gan_channels: tuple = (32, 64)  # discriminator widths; one stride-2 conv each
@@ -89,7 +91,7 @@ class PriorConfig:
     SAMPLING_ONLY = ("temperature", "cfg_scale")  # fields training never reads: --resume does not compare them
     # Sampling temperature and classifier-free guidance scale generator.py, evaluate.py and benchmark.py draw this
     # prior's samples at (--temperature and --cfg override them). Each prior has its own: the best FID sits at a
-    # different point for each (README). Guidance: uncond + s * (cond - uncond); 1.0 = plain conditional
+    # different point for each (RESULTS.md). Guidance: uncond + s * (cond - uncond); 1.0 = plain conditional
     temperature: float = 1.0
     cfg_scale: float = 1.5
 
@@ -97,15 +99,15 @@ class PriorConfig:
 @dataclass
 class GPTConfig(PriorConfig):
     """The raster-order GPT (models/gpt.py)."""
-    # MNIST, guidance 1.5: FID 14.5 at T 1.0, 10.5 at 1.1, 9.45 at 1.2, 11.8 at 1.3, but at most 99.3% read as the
-    # requested digit; T 1.15 with guidance 1.75 trades some FID for >= 99.5%: 12.26, 99.6% (README, RESULTS.md)
+    # calibrated on MNIST: T 1.2 gives the lowest FID, T 1.15 with stronger guidance keeps nearly every sample
+    # readable as its requested digit for a little FID (RESULTS.md, GPT temperature and guidance)
     temperature: float = 1.15
     cfg_scale: float = 1.75
 
 
 @dataclass
 class GPTTrainConfig:
-    epochs: int = 8                # still learning at 5 (val 3.74 nats, FID 15.4 at T=1.15); 8: 3.63, 13.2
+    epochs: int = 8                # still learning at 5 (RESULTS.md, epochs ablation)
     batch_size: int = 256
     lr: float = 2e-3
     min_lr_ratio: float = 0.05     # cosine decays to lr * min_lr_ratio
@@ -119,8 +121,8 @@ class GPTTrainConfig:
 class VARConfig(PriorConfig):
     """The next-scale prior (models/var.py): sized to match the GPT's parameter count (AdaLN adds 6 d^2 per block)."""
     d_model: int = 160
-    # guidance rises over the scales (models/var.py: guidance_at). 5 epochs, 10k samples: FID 26.6 at T 1.0 with
-    # constant guidance 1.5; progressive: 21.2 at T 1.0 / g 1.5, 18.9 at 1.0 / 2.0, 17.2 at 1.1 / 2.5, 18.1 at 1.2 / 3.0
+    # guidance rises over the scales (models/var.py: guidance_at), as in VAR's reference code; the point was
+    # calibrated on MNIST (RESULTS.md, each prior's guidance)
     temperature: float = 1.1
     cfg_scale: float = 2.5
 
@@ -131,8 +133,8 @@ class DiffusionConfig(PriorConfig):
     noise: str = "mask"            # mask: absorbing state (MaskGIT / VQ-Diffusion); uniform: random codes (D3PM)
     steps: int = 16                # reverse steps at sampling time (generator.py --steps)
     choice_temperature: float = 4.5  # mask: Gumbel noise on confidences when choosing what to keep, annealed to 0
-    # guidance rises over the reverse steps (models/diffusion.py: guidance_at). Masked, 8 steps, 10k samples: FID 23.2
-    # at T 1.2 with constant guidance 1.5 (26.8 at T 1.4, 31.3 at g 2.0); progressive: 21.9 at g 2.0, 23.9 at 2.5
+    # guidance rises over the reverse steps (models/diffusion.py: guidance_at), as in Muse; the point was calibrated
+    # on MNIST with the mask process (RESULTS.md, each prior's guidance)
     temperature: float = 1.2
     cfg_scale: float = 2.0
 
@@ -144,9 +146,8 @@ class SampleConfig:
     temperatures: tuple = (0.1, 0.25, 0.33, 0.5, 0.75, 1.0, 2.0)  # generator.py's sweep, as in the write-up
     per_class: int = 10            # columns per class row in sample grids
     # torch.compile the prior's transformer blocks and the tokenizer's decoder when generator.py, evaluate.py and
-    # benchmark.py sample. On the 2-core CPU: ~25 s to compile once per process, then guided sampling at batch 1000
-    # 1.3x faster (README), so it pays off only past ~100k images there. Training is not compiled: a compiled GPT
-    # training step measured no faster on that CPU.
+    # benchmark.py sample. Off by default: compiling costs tens of seconds per process, which pays off only for large
+    # sample sets (RESULTS.md, sampling speed). Training is not compiled: a compiled training step measured no faster.
     compile: bool = False
 
 
@@ -164,8 +165,8 @@ class Config:
     gpt: GPTConfig = field(default_factory=GPTConfig)
     gpt_train: GPTTrainConfig = field(default_factory=GPTTrainConfig)
     var: VARConfig = field(default_factory=VARConfig)
-    # a VAR epoch costs about 1.6 GPT epochs (30 tokens per image instead of 16), so 5 match the GPT's 8 (measured
-    # on a 2-core CPU in bf16: 494 s vs 464 s)
+    # a VAR epoch costs more than a GPT epoch (30 tokens per image instead of 16): 5 take about the GPT's 8 in
+    # wall-clock time (RESULTS.md, training)
     var_train: GPTTrainConfig = field(default_factory=lambda: GPTTrainConfig(epochs=5))
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     diffusion_train: GPTTrainConfig = field(default_factory=GPTTrainConfig)  # the GPT's 8: same sequence length
@@ -190,10 +191,9 @@ def sampling_settings(cfg, prior):
 
 
 # Named presets: a list of overrides on top of the defaults above.
-# The sampling settings of config.py's prior sections were calibrated on MNIST (README); the other datasets sample at
-# temperature 1.0 and constant-scale guidance 1.5 until their own sweeps say otherwise (VAR and diffusion still ramp it)
-NEUTRAL_SAMPLING = [f"{prior}.{setting}" for prior in ("gpt", "var", "diffusion")
-                    for setting in ("temperature=1.0", "cfg_scale=1.5")]
+# The sampling settings of config.py's prior sections were calibrated on MNIST (RESULTS.md); the other datasets sample
+# at temperature 1.0 and guidance 1.5 until their own sweeps say otherwise (priors with progressive guidance still ramp)
+NEUTRAL_SAMPLING = [f"{prior}.{setting}" for prior in PRIORS for setting in ("temperature=1.0", "cfg_scale=1.5")]
 
 PRESETS = {
     "mnist": [],  # the default: 4x4x1 tokens
@@ -203,20 +203,20 @@ PRESETS = {
     # VAR's multi-scale residual tokenizer: 1x1, 2x2, 3x3, 4x4 maps = 30 tokens, one shared codebook of 256
     "mnist_var": ["vqvae.scales=(1,2,3,4)"],
     "mnist_var_7x7": ["vqvae.grid_size=7", "vqvae.scales=(1,2,3,4,5,7)"],
-    # Fashion-MNIST (28x28 grey, 10 kinds of clothing): textures and prints need the 7x7 grid (reconstruction FID
-    # 71 against 183 for 4x4x1, README); 49 tokens cost ~4x the GPT time per epoch, so 2 prior epochs keep the
-    # default pipeline (tokenizer + GPT) at about 20 minutes on a 2-core CPU
+    # Fashion-MNIST (28x28 grey, 10 kinds of clothing): textures and prints need the 7x7 grid (RESULTS.md); 49 tokens
+    # cost ~4x the 4x4 grid's prior time per epoch, so 2 prior epochs keep the default pipeline (tokenizer + GPT) at
+    # about 20 minutes on a 2-core CPU
     "fashion_mnist": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "gpt_train.epochs=2",
-                      "diffusion_train.epochs=2", *NEUTRAL_SAMPLING],  # T 1.0: the GPT's sweep's best (RESULTS.md)
+                      "diffusion_train.epochs=2", *NEUTRAL_SAMPLING],
     # VAR on the same 7x7 latent: scales 1, 2, 3, 4, 5, 7 = 104 tokens, 1 epoch ~ the GPT's 2 in wall-clock time
     "fashion_mnist_var": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "vqvae.scales=(1,2,3,4,5,7)",
                           "var_train.epochs=1", "var_train.warmup_steps=100", *NEUTRAL_SAMPLING],
     # CIFAR-10 (32x32 RGB), sized for one GPU: 8x8 tokens (each covers a 4x4 patch), 1024 codes, wider convs and
-    # transformers (README: why these, and the expected time)
+    # transformers (docs/how-it-works.md: why these)
     "cifar10": ["data.dataset=cifar10", "vqvae.grid_size=8", "vqvae.codebook_size=1024", "vqvae.code_dim=32",
                 "vqvae.channels=(64,128,256)", "vqvae_train.epochs=30",
-                *[f"{p}.{f}" for p in ("gpt", "var", "diffusion") for f in ("n_layer=8", "n_head=8", "d_model=512")],
-                *[f"{p}_train.{f}" for p in ("gpt", "var", "diffusion") for f in ("epochs=40", "lr=6e-4")],
+                *[f"{p}.{f}" for p in PRIORS for f in ("n_layer=8", "n_head=8", "d_model=512")],
+                *[f"{p}_train.{f}" for p in PRIORS for f in ("epochs=40", "lr=6e-4")],
                 *NEUTRAL_SAMPLING],  # MNIST's calibrated settings do not carry over
     # the same 8x8 grid with the MNIST-sized models and a few epochs: about half an hour on a 2-core CPU
     "cifar10_cpu": ["data.dataset=cifar10", "vqvae.grid_size=8", "vqvae.codebook_size=512", "vqvae.code_dim=16",
@@ -226,13 +226,9 @@ PRESETS = {
     "tiny": ["data.train_limit=512", "data.test_limit=256", "vqvae.channels=(8,16,16)", "vqvae.num_res_blocks=1",
              "vqvae.codebook_size=32", "vqvae.code_dim=4", "vqvae_train.epochs=1", "vqvae_train.batch_size=64",
              "vqvae_train.gan_start_epoch=2",  # MSE only: an adversary from the first step blurs a 1-epoch tokenizer
-             "vqvae_train.num_show=8", "gpt.n_layer=1", "gpt.n_head=2", "gpt.d_model=32", "gpt_train.epochs=1",
-             "gpt_train.batch_size=64", "gpt_train.warmup_steps=2", "gpt_train.sample_every=1",
-             "sample.batch_size=50", "sample.per_class=2",
-             "var.n_layer=1", "var.n_head=2", "var.d_model=32", "var_train.epochs=1", "var_train.batch_size=64",
-             "var_train.warmup_steps=2", "diffusion.n_layer=1", "diffusion.n_head=2", "diffusion.d_model=32",
-             "diffusion.steps=4", "diffusion_train.epochs=1", "diffusion_train.batch_size=64",
-             "diffusion_train.warmup_steps=2"],
+             "vqvae_train.num_show=8", "sample.batch_size=50", "sample.per_class=2", "diffusion.steps=4",
+             *[f"{p}.{f}" for p in PRIORS for f in ("n_layer=1", "n_head=2", "d_model=32")],
+             *[f"{p}_train.{f}" for p in PRIORS for f in ("epochs=1", "batch_size=64", "warmup_steps=2")]],
 }
 PRESETS["tiny_var"] = PRESETS["tiny"] + ["vqvae.scales=(1,2,3,4)"]
 PRESETS["cifar10_var"] = PRESETS["cifar10"] + ["vqvae.scales=(1,2,3,4,5,6,8)"]  # VAR's own plan up to 8x8: 155 tokens
@@ -314,11 +310,20 @@ def apply_override(cfg, assignment):
 
 def validate(cfg):
     """Raise ConfigError with a one-line message for the first invalid value."""
-    v, g = cfg.vqvae, cfg.gpt
+    checks = tokenizer_checks(cfg) + run_checks(cfg) + prior_checks(cfg) + schedule_checks(cfg)
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+def tokenizer_checks(cfg):
+    """(ok, message) for the tokenizer's fields."""
+    v = cfg.vqvae
     grids = reachable_grid_sizes(v.image_size)
     scales_ok = (not v.scales or (min(v.scales) >= 1 and list(v.scales) == sorted(set(v.scales))
                                   and v.scales[-1] == v.grid_size))
-    checks = [
+    return [
         (v.grid_size in grids, f"vqvae.grid_size={v.grid_size} cannot be reached from {v.image_size}x{v.image_size}; "
                                f"choose one of {grids}"),
         (v.num_codebooks >= 1, f"vqvae.num_codebooks must be at least 1 (got {v.num_codebooks})"),
@@ -337,6 +342,12 @@ def validate(cfg):
         (v.commitment_weight > 0, f"vqvae.commitment_weight must be positive (got {v.commitment_weight})"),
         (v.dead_code_threshold >= 0, f"vqvae.dead_code_threshold must be 0 (never restart) or positive "
                                      f"(got {v.dead_code_threshold})"),
+    ]
+
+
+def run_checks(cfg):
+    """(ok, message) for sampling, data, device, seed and the tokenizer's training fields."""
+    return [
         (cfg.diffusion.noise in ("mask", "uniform"),
          f"diffusion.noise must be mask or uniform (got {cfg.diffusion.noise!r})"),
         (cfg.diffusion.steps >= 1, f"diffusion.steps must be at least 1 (got {cfg.diffusion.steps})"),
@@ -363,8 +374,12 @@ def validate(cfg):
         (len(cfg.vqvae_train.gan_channels) >= 1 and min(cfg.vqvae_train.gan_channels) >= 1,
          f"vqvae_train.gan_channels needs positive widths, e.g. (32,64) (got {cfg.vqvae_train.gan_channels})"),
     ]
-    priors = prior_sections(cfg)
-    for name in priors:
+
+
+def prior_checks(cfg):
+    """(ok, message) for every prior section's transformer and sampling fields."""
+    checks = []
+    for name in prior_sections(cfg):
         g = getattr(cfg, name)
         checks += [
             (g.d_model % g.n_head == 0, f"{name}.d_model={g.d_model} must be divisible by {name}.n_head={g.n_head}"),
@@ -376,7 +391,14 @@ def validate(cfg):
                                              f"(got {g.temperature})"),
             (positive_finite(g.cfg_scale), f"{name}.cfg_scale must be a finite number above 0 (got {g.cfg_scale})"),
         ]
-    for name, section in (("vqvae_train", cfg.vqvae_train), *((f"{p}_train", getattr(cfg, f"{p}_train")) for p in priors)):
+    return checks
+
+
+def schedule_checks(cfg):
+    """(ok, message) for every training section's optimizer and schedule fields."""
+    checks = []
+    sections = (("vqvae_train", cfg.vqvae_train), *((f"{p}_train", getattr(cfg, f"{p}_train")) for p in prior_sections(cfg)))
+    for name, section in sections:
         checks += [
             (section.lr > 0, f"{name}.lr must be positive (got {section.lr})"),
             (section.epochs >= 1, f"{name}.epochs must be at least 1 (got {section.epochs})"),
@@ -393,16 +415,12 @@ def validate(cfg):
                 (0.0 <= section.min_lr_ratio <= 1.0,
                  f"{name}.min_lr_ratio must be in [0, 1] (got {section.min_lr_ratio})"),
             ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    return cfg
+    return checks
 
 
 def follow_dataset(cfg, assignments=()):
     """Copy the dataset's image size, channels and class count into the fields that follow it, and put its
     checkpoints and results into their own subfolders (MNIST, the first dataset, keeps the top folders)."""
-    from data import DATASETS  # the one place that describes datasets
     spec = DATASETS.get(cfg.data.dataset)
     if spec is None:
         raise ConfigError(f"unknown dataset data.dataset={cfg.data.dataset!r}; choose one of {', '.join(DATASETS)}")

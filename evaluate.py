@@ -13,192 +13,29 @@
 The classifier's weights ship with the repo (evaluator/mnist.pt, evaluator/fashion_mnist.pt; their SHA-256 is
 checked before use), so figures compare across machines; other datasets use the one --train-classifier builds.
 
-Metrics, all in the classifier's 128-d penultimate feature space, against the dataset's test set:
-  FID   Frechet distance between Gaussian fits (Heusel et al. 2017), the classifier standing in for Inception
-  KID   unbiased squared MMD with the cubic polynomial kernel (Binkowski et al. 2018), x1000, on features divided
-        by the test set's RMS feature value
-  precision / recall   k-NN manifold estimates, k=3 (Kynkaanniemi et al. 2019)
-  accuracy   share of samples the classifier reads as the class they were conditioned on
-  confidence, class entropy   mean max-softmax, and entropy (bits) of the predicted-class histogram (log2 10 = 3.32)
-  likelihood   the prior's test-set negative log-likelihood, bits per token and bits per image (GPT and VAR, which
-               give exact likelihoods; not the diffusion prior)
+The metrics (FID, KID, precision/recall, class accuracy, confidence, class entropy, test likelihood) are
+described where they are computed, in metrics.py.
 Reference rows give the numbers meaning: real training images (the floor) and VQ-VAE reconstructions of the test
 set (the best any prior on this tokenizer can do).
 """
-import hashlib
 import json
-import math
 import os
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
-
 import config
 import data
-from checkpoint import (CheckpointError, atomic_save, check_dataset, default_path, load_checkpoint, load_pair,
-                        load_vqvae, prior_path, tokenizer_path)
+import device as devices
+import metrics
+import sampling
+from checkpoint import CheckpointError, default_path, load_pair, load_vqvae, prior_path, tokenizer_path
 from files import WriteError
 from image_files import MIN_SAMPLES, SampleFileError, read_images
-from generator import (FlagError, check_sampling_flags, check_steps, class_ids, draw_images, flag,
-                       sampling_point)
-from models import device as devices
-from models.classifier import Classifier
+from sampling import FlagError, check_sampling_flags, flag
 
 
 DRAW_N = 10_000  # default of --n
 DRAWING_FLAGS = ("n", "temperature", "steps", "cfg", "batch_size")  # read only when evaluate.py draws the samples
-
-
-# --- the metrics (pure functions on feature arrays) --------------------------------------------------------------
-
-def frechet_distance(feats_a, feats_b):
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2), computed in float64 through symmetric eigenproblems."""
-    a, b = torch.as_tensor(feats_a, dtype=torch.float64), torch.as_tensor(feats_b, dtype=torch.float64)
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    w, V = torch.linalg.eigh(cov_a)
-    sqrt_a = V @ torch.diag(w.clamp_min(0).sqrt()) @ V.T
-    # Tr (S_a S_b)^1/2 = Tr (S_a^1/2 S_b S_a^1/2)^1/2, and the latter matrix is symmetric PSD
-    tr_sqrt = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp_min(0).sqrt().sum()
-    return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt)
-
-
-def kernel_inception_distance(feats_a, feats_b, subsets=10, subset_size=1000, seed=0):
-    """Mean over random subsets of the unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3."""
-    a, b = torch.as_tensor(feats_a, dtype=torch.float64), torch.as_tensor(feats_b, dtype=torch.float64)
-    d, m = a.shape[1], min(subset_size, len(a), len(b))
-    rng = torch.Generator().manual_seed(seed)
-    values = []
-    for _ in range(subsets):
-        x = a[torch.randperm(len(a), generator=rng)[:m]]
-        y = b[torch.randperm(len(b), generator=rng)[:m]]
-        k_xx, k_yy, k_xy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
-        mmd = ((k_xx.sum() - k_xx.diag().sum()) / (m * (m - 1)) + (k_yy.sum() - k_yy.diag().sum()) / (m * (m - 1))
-               - 2 * k_xy.mean())
-        values.append(float(mmd))
-    return float(np.mean(values))
-
-
-def _knn_radii(feats, k, chunk=2000):
-    """Distance from every point to its k-th nearest neighbour within the same set (itself excluded)."""
-    radii = []
-    for i in range(0, len(feats), chunk):
-        dist = torch.cdist(feats[i:i + chunk], feats)
-        radii.append(dist.kthvalue(k + 1, dim=1).values)  # k+1: the point itself is at distance 0
-    return torch.cat(radii)
-
-
-def _inside_manifold(queries, support, radii, chunk=2000):
-    """Share of queries that fall within the k-NN ball of at least one support point."""
-    inside = 0
-    for i in range(0, len(queries), chunk):
-        dist = torch.cdist(queries[i:i + chunk], support)
-        inside += (dist <= radii[None]).any(1).sum().item()
-    return inside / len(queries)
-
-
-def precision_recall(real, fake, k=3):
-    """Improved precision (fake inside the real manifold) and recall (real inside the fake manifold)."""
-    real, fake = torch.as_tensor(real, dtype=torch.float32), torch.as_tensor(fake, dtype=torch.float32)
-    precision = _inside_manifold(fake, real, _knn_radii(real, k))
-    recall = _inside_manifold(real, fake, _knn_radii(fake, k))
-    return precision, recall
-
-
-# --- the classifier -----------------------------------------------------------------------------------------------
-
-def train_classifier(cfg, path, epochs=4, batch_size=128):
-    """Train the feature network once on the dataset's training split (random +-2 px shifts), report test accuracy,
-    save atomically."""
-    devices.seed_everything(cfg.seed)
-    device = devices.pick_device(cfg.device)
-    train_images, train_labels = data.load_split(cfg.data, train=True)
-    test_images, test_labels = data.load_split(cfg.data, train=False)
-    spec = data.dataset(cfg.data.dataset)
-    size = spec.image_size
-    model = Classifier.for_dataset(spec).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    total = epochs * math.ceil(len(train_images) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=total)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        rng = torch.Generator().manual_seed(cfg.seed + epoch)
-        for batch in tqdm(data.batch_indices(len(train_images), batch_size, rng), desc=f"classifier epoch {epoch}",
-                          leave=False):
-            x = data.to_model_range(train_images[batch])
-            shift = torch.randint(-2, 3, (2,), generator=rng).tolist()
-            x = torch.roll(F.pad(x, (2, 2, 2, 2), value=-1.0), shifts=shift, dims=(2, 3))[..., 2:2 + size, 2:2 + size]
-            loss = F.cross_entropy(model(x.to(device))[0], train_labels[batch].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        accuracy = classify(model, test_images, device)[0].argmax(1).eq(test_labels).float().mean().item()
-        print(f"classifier epoch {epoch}: test accuracy {accuracy:.4f}")
-    atomic_save({"kind": "classifier", "dataset": spec.name, "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                 "test_accuracy": accuracy}, path)
-    print(f"classifier: {path} (test accuracy {accuracy:.2%})")
-    return model.eval()
-
-
-# The evaluator's weights ship with the repo for the datasets below, with their SHA-256: every machine then scores
-# with the same feature network, as every paper's FID uses the same Inception weights, and figures compare across
-# machines. `--train-classifier` rebuilds one in the checkpoint folder (README says how close a rebuild comes).
-EVALUATOR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluator")
-SHIPPED_SHA256 = {
-    "mnist": "7e3abb5339fb6878f5845b8da4d8fc8f9c41940c31ea540ce92750c4c2667093",
-    "fashion_mnist": "6f7d415a6291016c8c900ce1e5f52c244ce85fc5a7564c176b8dec97058d4110",
-}
-
-
-def shipped_path(dataset):
-    return os.path.join(EVALUATOR_DIR, f"{dataset}.pt") if dataset in SHIPPED_SHA256 else None
-
-
-def classifier_path(cfg, chosen=None):
-    """--classifier PATH; else the dataset's shipped weights; else the one --train-classifier builds in the
-    checkpoint folder."""
-    return chosen or shipped_path(cfg.data.dataset) or default_path(cfg, "classifier")
-
-
-def verify_shipped(path, dataset):
-    """The shipped weights must be the recorded ones: a changed file would move every figure without a word."""
-    shipped = shipped_path(dataset)
-    if shipped is None or os.path.abspath(path) != shipped or not os.path.isfile(path):
-        return
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if digest != SHIPPED_SHA256[dataset]:
-        raise CheckpointError(f"{path} does not match its recorded SHA-256 ({digest[:12]}... instead of "
-                              f"{SHIPPED_SHA256[dataset][:12]}...); restore it with: git checkout -- {path}")
-
-
-def load_classifier(path, device, dataset=config.DataConfig.dataset):
-    """The evaluator's classifier of a dataset (refusing one of another dataset, and shipped weights that changed)."""
-    spec = data.dataset(dataset)
-    preset = "" if dataset == config.DataConfig.dataset else f" --set data.dataset={dataset}"
-    verify_shipped(path, dataset)
-    ckpt = load_checkpoint(path, "classifier", hint=f"; build it with: python evaluate.py --train-classifier{preset}")
-    check_dataset(ckpt, path, dataset)
-    model = Classifier.for_dataset(spec)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
-
-
-@torch.no_grad()
-def classify(model, images_uint8, device, batch_size=1000):
-    """(softmax probabilities N x classes, features N x 128) for uint8 images N x C x H x W."""
-    model.eval()
-    probs, feats = [], []
-    for i in range(0, len(images_uint8), batch_size):
-        logits, f = model(data.to_model_range(images_uint8[i:i + batch_size]).to(device))
-        probs.append(logits.softmax(1).cpu())
-        feats.append(f.cpu())
-    return torch.cat(probs), torch.cat(feats)
 
 
 # --- reports ------------------------------------------------------------------------------------------------------
@@ -209,49 +46,6 @@ def read_samples(path, image_shape=None, num_classes=None):
     spec = data.dataset(config.DataConfig.dataset)
     return read_images(path, tuple(spec.image_shape if image_shape is None else image_shape),
                        spec.num_classes if num_classes is None else num_classes)
-
-
-def score(classifier, images_uint8, labels, reference_feats, device):
-    """All metrics of one image set against the reference (test-set) features."""
-    probs, feats = classify(classifier, images_uint8, device)
-    predicted = probs.argmax(1)
-    hist = torch.bincount(predicted, minlength=probs.shape[1]).float() / len(predicted)
-    conditioned = labels >= 0
-    precision, recall = precision_recall(reference_feats, feats)
-    # The cubic kernel assumes features of order one (as Inception's are); ours are unbounded ReLU activations, so
-    # both sets are divided by one fixed number, the reference set's RMS feature value.
-    scale = reference_feats.pow(2).mean().sqrt()
-    return {
-        "n": len(images_uint8),
-        "fid": frechet_distance(feats, reference_feats),
-        "kid_x1000": 1000 * kernel_inception_distance(feats / scale, reference_feats / scale),
-        "precision": precision, "recall": recall,
-        "accuracy": predicted[conditioned].eq(labels[conditioned]).float().mean().item() if conditioned.any() else None,
-        "confidence": probs.max(1).values.mean().item(),
-        "class_entropy_bits": float(-(hist * hist.clamp_min(1e-12).log2()).sum()) + 0.0,  # + 0.0: no "-0.0"
-        "class_histogram": [round(h, 4) for h in hist.tolist()],
-    }
-
-
-@torch.no_grad()
-def reconstructions(vqvae, images_uint8, device, batch_size=1000):
-    out = [data.to_uint8(vqvae.decode(vqvae.encode(data.to_model_range(images_uint8[i:i + batch_size]).to(device)))
-                         ).cpu() for i in range(0, len(images_uint8), batch_size)]
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def test_likelihood(prior, vqvae, images_uint8, labels, device, batch_size=1000):
-    """The prior's negative log-likelihood of the test set's tokens given their class: bits per token and per image.
-    Only for priors with an exact likelihood (GPT, VAR): their forward gives teacher-forced logits_BLV."""
-    nats, count = 0.0, 0
-    for i in range(0, len(images_uint8), batch_size):
-        tokens = vqvae.encode_sequence(data.to_model_range(images_uint8[i:i + batch_size]).to(device))
-        logits = prior(tokens, labels[i:i + batch_size].to(device))
-        nats += F.cross_entropy(logits.float().reshape(-1, prior.V), tokens.reshape(-1), reduction="sum").item()
-        count += tokens.numel()
-    bits_per_token = nats / count / math.log(2)
-    return {"bits_per_token": bits_per_token, "bits_per_image": bits_per_token * prior.L}
 
 
 def print_table(rows):
@@ -286,7 +80,7 @@ def main(argv=None):
     try:
         check_flags(args)
         report = evaluate(cfg, args)
-    except (FlagError, CheckpointError, SampleFileError, data.DataError, WriteError) as e:
+    except (FlagError, CheckpointError, SampleFileError, data.DataError, WriteError, devices.DeviceError) as e:
         sys.exit(f"error: {e}")
     if report is None:
         return
@@ -315,24 +109,24 @@ def check_flags(args):
 def evaluate(cfg, args):
     device = devices.pick_device(cfg.device)
     if args.train_classifier:
-        train_classifier(cfg, default_path(cfg, "classifier"))
+        metrics.train_classifier(cfg, default_path(cfg, "classifier"))
         if not args.samples:
             return None
     spec = data.dataset(cfg.data.dataset)
     # checked before any work
     samples = read_samples(args.samples, spec.image_shape, spec.num_classes) if args.samples else None
-    scoring_with = classifier_path(cfg, getattr(args, "classifier", None))
-    classifier = load_classifier(scoring_with, device, spec.name)
+    scoring_with = metrics.classifier_path(cfg, getattr(args, "classifier", None))
+    classifier = metrics.load_classifier(scoring_with, device, spec.name)
     test_images, test_labels = data.load_split(cfg.data, train=False)
-    _, test_feats = classify(classifier, test_images, device)
+    _, test_feats = metrics.classify(classifier, test_images, device)
     path = prior_path(cfg, args.prior or "gpt")
     rows, info = {}, {"device": str(device), "classifier": os.path.relpath(scoring_with)}
     prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
     if samples is None or os.path.exists(path):
         prior, vqvae, _ = load_pair(path, args.vqvae, device, dataset=spec.name, compile=cfg.sample.compile)
-        check_steps(prior, args.steps)
+        sampling.check_steps(prior, args.steps)
         if prior.exact_likelihood:
-            info["likelihood"] = test_likelihood(prior, vqvae, test_images, test_labels, device)
+            info["likelihood"] = metrics.test_likelihood(prior, vqvae, test_images, test_labels, device)
     elif os.path.exists(args.vqvae or tokenizer_path(cfg, multiscale=False)):  # reference rows without a prior
         vqvae, _ = load_vqvae(args.vqvae or tokenizer_path(cfg, multiscale=False), device, dataset=spec.name)
     if samples is not None:
@@ -340,11 +134,11 @@ def evaluate(cfg, args):
         name = os.path.basename(args.samples)
     else:
         n = args.n or DRAW_N
-        temperature, cfg_scale = sampling_point(cfg, prior, args)
+        temperature, cfg_scale = sampling.sampling_point(cfg, prior, args)
         batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
-        classes, labels = class_ids(n, prior, unconditional=False)
+        classes, labels = sampling.class_ids(n, prior, unconditional=False)
         t0 = time.time()
-        images = data.to_uint8(draw_images(prior, vqvae, classes, device, devices.amp_dtype(device, cfg.amp),
+        images = data.to_uint8(sampling.draw_images(prior, vqvae, classes, device, devices.amp_dtype(device, cfg.amp),
                                            temperature, cfg.sample.top_k, cfg_scale, batch_size,
                                            cfg.seed, steps=args.steps, progress=True))
         info["sampling_images_per_s"] = n / (time.time() - t0)
@@ -352,11 +146,11 @@ def evaluate(cfg, args):
     n = len(images)
     if not args.no_reference:
         train_images, train_labels = data.load_split(cfg.data, train=True)
-        rows["real train (floor)"] = score(classifier, train_images[:n], train_labels[:n], test_feats, device)
+        rows["real train (floor)"] = metrics.score(classifier, train_images[:n], train_labels[:n], test_feats, device)
         if vqvae is not None:
-            test_recon = reconstructions(vqvae, test_images[:n], device)
-            rows["VQ-VAE recon of test (ceiling)"] = score(classifier, test_recon, test_labels[:n], test_feats, device)
-    rows[name] = score(classifier, images, labels, test_feats, device)
+            test_recon = metrics.reconstructions(vqvae, test_images[:n], device)
+            rows["VQ-VAE recon of test (ceiling)"] = metrics.score(classifier, test_recon, test_labels[:n], test_feats, device)
+    rows[name] = metrics.score(classifier, images, labels, test_feats, device)
     return {"rows": rows, **info}
 
 

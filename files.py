@@ -8,9 +8,17 @@ write of the same file removes temp files whose process is gone.
 """
 import errno
 import glob
+import io
 import os
+import pickle
 import re
 import socket
+
+import torch
+
+
+class DataError(RuntimeError):
+    """Data that cannot be had or read; scripts print its message as one line."""
 
 
 class WriteError(RuntimeError):
@@ -130,3 +138,56 @@ class RunLock:
         if self.handle is not None:
             self.handle.close()  # releases the flock; the file stays (removing it would race a waiting run)
         return False
+
+
+# --- torch files: saved atomically, loaded as data ---------------------------------------------------------------
+
+class CheckpointError(RuntimeError):
+    """A saved file (checkpoint, token cache) that is missing, unreadable or of the wrong kind; scripts print its
+    message as one line."""
+
+
+def atomic_save(obj, path):
+    """Write to a temp file in the same folder, then rename: a kill mid-save leaves the old file intact, and a full
+    or read-only disk a one-line files.WriteError. The bytes are built in memory first because torch.save reports a
+    failed write as an opaque RuntimeError, while a plain file write raises the OSError that says why."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+
+    def write(tmp_path):
+        with open(tmp_path, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty "new" file
+
+    atomic_write(path, write)
+
+
+def load_file(path, what="checkpoint", hint="",
+              remedy="give a file written by this repo's scripts (a damaged one of ours: train it again)"):
+    if not os.path.exists(path):
+        raise CheckpointError(f"no {what} at {path}{hint}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder, not a {what} file; give the path of the .pt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{what} {path} is unreadable ({unreadable_reason(e, path)}); {remedy}") from None
+
+
+def unreadable_reason(e, path):
+    """Why torch.load failed, in a few words. Its messages are long: a file that is not a torch file at all (random
+    bytes, a text file) is said to be so, instead of quoting the weights_only advice torch appends."""
+    text = str(e).strip()
+    if isinstance(e, EOFError) or not text or os.path.getsize(path) == 0:
+        return "the file is empty or cut short"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # a zip archive, or a legacy pickle
+        return "not a PyTorch file"
+    if "weights_only" in text and ("Unsupported global" in text or "GLOBAL" in text):
+        return "it holds pickled code, which is never run"
+    if isinstance(e, pickle.UnpicklingError) or "invalid load key" in text or "zip archive" in text:
+        return "not a PyTorch file, or a damaged one"
+    first = text.splitlines()[0]
+    return first if len(first) <= 120 else first[:first.rfind(" ", 0, 120)] + " ..."

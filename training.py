@@ -1,4 +1,5 @@
-"""What both training stages share: the learning-rate schedule, resuming, figures, and run bookkeeping."""
+"""What both training stages share: the run's main, the learning-rate schedule, resuming, RNG states, and run
+bookkeeping. (Their PNGs and curves are drawn by figures.py.)"""
 import math
 import os
 import random
@@ -10,9 +11,10 @@ import torch
 
 import config as config_module
 import data
+import device as devices
 import distributed
 from checkpoint import CheckpointError, load_checkpoint
-from files import WriteError, atomic_write
+from files import WriteError
 
 
 def run_main(cfg, train_call):
@@ -25,7 +27,7 @@ def run_main(cfg, train_call):
     try:
         cfg.device = distributed.start(cfg.device)
         train_call()
-    except (data.DataError, CheckpointError, WriteError, Diverged) as e:
+    except (data.DataError, CheckpointError, WriteError, Diverged, devices.DeviceError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         why = "stopped by a signal (under torchrun: another process of this run ended; see torchrun's report)" \
@@ -157,68 +159,6 @@ def run_config(cfg, *sections):
         skip = getattr(section, "SAMPLING_ONLY", ())
         return {k: v for k, v in config_module.to_dict(section).items() if k not in skip}
     return {name: training_fields(getattr(cfg, name)) for name in sections}
-
-
-def grid_picture(images_BCHW, nrow, row_names=None):
-    """Images in [-1, 1] (grey or RGB) -> a PIL image of the grid (0 = black), thin grey lines between images; with
-    row_names, each row's name stands to its left (the class of a row of samples)."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-    grid = make_grid(images_BCHW.float().clamp(-1, 1).add(1).div(2), nrow=nrow, padding=2, pad_value=0.5)
-    # the rounding of torchvision's save_image, so grids stay byte-identical to what it wrote
-    picture = Image.fromarray(grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy())
-    return picture if row_names is None else with_row_names(picture, row_names, images_BCHW.shape[-2] + 2)
-
-
-def with_row_names(picture, names, row_height, pad=2):
-    """The picture with a white margin on its left holding one name per row of tiles."""
-    from PIL import Image, ImageDraw, ImageFont
-    font = ImageFont.load_default(size=11)
-    draw = ImageDraw.Draw(picture)
-    width = max(int(draw.textlength(name, font=font)) for name in names) + 8
-    canvas = Image.new("RGB", (picture.width + width, picture.height), "white")
-    canvas.paste(picture, (width, 0))
-    draw = ImageDraw.Draw(canvas)
-    for row, name in enumerate(names):
-        draw.text((width - 4, pad + row * row_height + row_height // 2), name, fill="black", font=font, anchor="rm")
-    return canvas
-
-
-def save_image_grid(images_BCHW, path, nrow, row_names=None):
-    """Images in [-1, 1] -> one PNG grid (see grid_picture), written atomically."""
-    save_picture(grid_picture(images_BCHW, nrow, row_names), path)
-
-
-def save_picture(picture, path, **options):
-    """A PIL image to PNG (or GIF, by the path's suffix), through a temp file and a rename."""
-    atomic_write(path, lambda tmp_path: picture.save(tmp_path, **options))
-
-
-def plot_curves(history, keys, path, title, ylabel="loss"):
-    """A PNG of per-epoch curves, e.g. keys=('train_loss', 'val_loss')."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    epochs = [row["epoch"] for row in history]
-    for key in keys:
-        ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)
-
-
-def save_figure(fig, path):
-    """Lay out a matplotlib figure, write it as a PNG (making the folder) and free it."""
-    import matplotlib.pyplot as plt
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp_path: fig.savefig(tmp_path, format="png"))
-    finally:
-        plt.close(fig)
 
 
 def count_parameters(model, trainable=False):

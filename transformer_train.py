@@ -24,12 +24,14 @@ from tqdm import tqdm
 
 import config
 import data
+import device as devices
 import distributed
+import figures
+import sampling
+import token_cache
 import training
-from checkpoint import CheckpointError, atomic_save, build_prior, default_path, load_vqvae, tokenizer_path
-from files import RunLock, ensure_folder
-from generator import draw_images, save_reverse_process
-from models import device as devices
+from checkpoint import CheckpointError, build_prior, default_path, load_vqvae, tokenizer_path
+from files import RunLock, atomic_save, ensure_folder
 from models.prior import prior_class, priors_with, registered
 
 
@@ -94,8 +96,8 @@ def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
     names = data.dataset(cfg.data.dataset).class_names
     classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
     temperature, cfg_scale = config.sampling_settings(cfg, model)
-    images = draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg_scale, seed=seed)
-    training.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)
+    images = sampling.draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg_scale, seed=seed)
+    figures.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)
 
 
 def main(argv=None):
@@ -136,6 +138,29 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
         run(cfg, prior_cls, ckpt_path, resume, vqvae_path)
 
 
+def tokenizer_and_tokens(cfg, prior_cls, vqvae_path, device):
+    """The tokenizer (checked to suit the prior), its fingerprint, and the dataset's (tokens_NL, labels_N) for
+    training and validation, encoded once and cached."""
+    vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset, preset=cfg.preset)
+    check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset, cfg.preset)
+    tokenizer_id = vqvae_ckpt["tokenizer_id"]
+    with distributed.main_first():  # rank 0 encodes and caches; the others then read the cache
+        tokens = token_cache.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
+    return (vqvae, tokenizer_id, (tokens["train"][0].flatten(1), tokens["train"][1]),
+            (tokens["test"][0].flatten(1), tokens["test"][1]))
+
+
+def save_epoch_figures(model, vqvae, cfg, device, dtype, epoch, history, results_dir, name):
+    """The epoch's sample grid (every `sample_every` epochs and the last) and the loss curves."""
+    tc = getattr(cfg, f"{model.kind}_train")
+    if epoch % tc.sample_every == 0 or epoch == tc.epochs:
+        save_sample_grid(model, vqvae, cfg, device, dtype, os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"),
+                         cfg.seed)
+    loss = "cross-entropy" if model.exact_likelihood else "denoising loss"
+    figures.plot_curves(history, ("train_loss", "val_loss"), os.path.join(results_dir, "loss.png"),
+                        f"{name} {loss} (nats per token)")
+
+
 def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
     devices.seed_everything(cfg.seed + distributed.rank())  # dropout and noise differ; weights come from rank 0
     device = devices.pick_device(cfg.device)
@@ -147,13 +172,8 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
     ensure_folder(results_dir)
 
     vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
-    vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset, preset=cfg.preset)
-    check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset, cfg.preset)
-    tokenizer_id = vqvae_ckpt["tokenizer_id"]
-    with distributed.main_first():  # rank 0 encodes and caches; the others then read the cache
-        tokens = data.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
-    train_tokens, train_labels = tokens["train"][0].flatten(1), tokens["train"][1]
-    test_tokens, test_labels = tokens["test"][0].flatten(1), tokens["test"][1]
+    vqvae, tokenizer_id, (train_tokens, train_labels), (test_tokens, test_labels) = \
+        tokenizer_and_tokens(cfg, prior_cls, vqvae_path, device)
 
     model = build_prior(kind, config.to_dict(getattr(cfg, kind)), vqvae.token_info(), vqvae).to(device)
     optimizer = make_optimizer(model, tc)
@@ -194,15 +214,12 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
         figure = f"= {val_loss / math.log(2):.3f} bits/token" if exact else "(denoising loss)"
         print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats {figure}  ({elapsed:.0f}s)")
         with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
-            if epoch % tc.sample_every == 0 or epoch == tc.epochs:
-                save_sample_grid(model, vqvae, cfg, device, dtype,
-                                 os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"), cfg.seed)
-            training.plot_curves(history, ("train_loss", "val_loss"), os.path.join(results_dir, "loss.png"),
-                                 f"{name} {'cross-entropy' if exact else 'denoising loss'} (nats per token)")
+            save_epoch_figures(model, vqvae, cfg, device, dtype, epoch, history, results_dir, name)
         distributed.barrier()
     if prior_cls.reverse_process and distributed.is_main():
-        save_reverse_process(model, vqvae, device, dtype, os.path.join(results_dir, "reverse_process"), cfg.seed,
-                             class_names=data.dataset(cfg.data.dataset).class_names)
+        names = data.dataset(cfg.data.dataset).class_names
+        frames = sampling.reverse_process_frames(model, vqvae, torch.arange(len(names)), device, dtype, cfg.seed)
+        figures.save_reverse_process(frames, names, os.path.join(results_dir, "reverse_process"))
     print(f"checkpoint: {ckpt_path}\nsamples and curves: {results_dir}/")
 
 

@@ -15,7 +15,7 @@ import torch
 
 import config
 from checkpoint import build_prior
-from models import device as devices
+import device as devices
 from models.prior import prior_class
 from models.vqvae import VQVAE
 

@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 import config
 import data
+import device as devices
 import distributed
+import figures
 import training
-from checkpoint import CheckpointError, atomic_save, tokenizer_fingerprint, tokenizer_path
-from files import RunLock, ensure_folder
-from models import device as devices
+from checkpoint import CheckpointError, tokenizer_fingerprint, tokenizer_path
+from files import RunLock, atomic_save, ensure_folder
 from models.discriminator import PatchDiscriminator, hinge_loss
 from models.vqvae import VQVAE
 
@@ -69,7 +70,7 @@ def save_reconstructions(model, images_uint8, device, path):
     model.eval()
     x = data.to_model_range(images_uint8).to(device)
     recon = model.decode(model.encode(x)).cpu()
-    training.save_image_grid(torch.cat([x.cpu(), recon]), path, nrow=len(x))
+    figures.save_image_grid(torch.cat([x.cpu(), recon]), path, nrow=len(x))
 
 
 @torch.no_grad()
@@ -79,7 +80,7 @@ def save_scale_strip(model, images_uint8, device, path):
     x = data.to_model_range(images_uint8).to(device)
     idx_list = model.encode(x)
     columns = [model.decode(idx_list[:k]).cpu() for k in range(1, len(idx_list) + 1)] + [x.cpu()]
-    training.save_image_grid(torch.stack(columns, dim=1).flatten(0, 1), path, nrow=len(columns))
+    figures.save_image_grid(torch.stack(columns, dim=1).flatten(0, 1), path, nrow=len(columns))
 
 
 class Adversary:
@@ -185,6 +186,33 @@ def train(cfg, resume=False, overwrite=False):
         run(cfg, resume)
 
 
+def layout(model, cfg):
+    """The tokenizer's token layout in words, for the first line of the log."""
+    if model.multiscale:
+        return (f"scales {'+'.join(f'{s}x{s}' for s in cfg.vqvae.scales)} = {model.sequence_length} tokens, one "
+                f"shared codebook of {cfg.vqvae.codebook_size}")
+    H, W, K = model.grid_shape
+    return f"{H}x{W}x{K} tokens, {cfg.vqvae.codebook_size} codes per codebook"
+
+
+def print_epoch(epoch, train_stats, val, multiscale, elapsed):
+    usage = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(val["usage"], val["perplexity"]))
+    adversarial = (f"  discriminator loss {train_stats['train_d_loss']:.3f}, adaptive weight "
+                   f"{train_stats['train_gan_weight']:.3g}" if "train_d_loss" in train_stats else "")
+    print(f"epoch {epoch}: train mse {train_stats['train_mse']:.4f}  val mse {val['val_mse']:.4f}  "
+          f"{'per-scale' if multiscale else 'codebook'} usage/perplexity {usage}{adversarial}  ({elapsed:.0f}s)")
+
+
+def save_epoch_figures(model, show, device, cfg, epoch, history, results_dir, tag):
+    """Reconstructions of the fixed test images (and the scale strip of a multi-scale tokenizer), and the curves."""
+    if epoch % cfg.vqvae_train.sample_every == 0 or epoch == cfg.vqvae_train.epochs:
+        save_reconstructions(model, show, device, os.path.join(results_dir, f"{tag}recon_epoch{epoch:03d}.png"))
+        if model.multiscale:
+            save_scale_strip(model, show[:8], device, os.path.join(results_dir, f"{tag}scales_epoch{epoch:03d}.png"))
+    figures.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, f"{tag}loss.png"),
+                        "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
+
+
 def run(cfg, resume):
     devices.seed_everything(cfg.seed + distributed.rank())  # dropout-like draws differ; weights come from rank 0
     device = devices.pick_device(cfg.device)
@@ -211,12 +239,8 @@ def run(cfg, resume):
             adversary.load_state_dict(ckpt["discriminator"])
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
-    H, W, K = model.grid_shape
-    layout = (f"scales {'+'.join(f'{s}x{s}' for s in cfg.vqvae.scales)} = {model.sequence_length} tokens, one shared "
-              f"codebook of {cfg.vqvae.codebook_size}" if model.multiscale else
-              f"{H}x{W}x{K} tokens, {cfg.vqvae.codebook_size} codes per codebook")
-    print(f"VQ-VAE on {cfg.data.dataset}: {layout}, {training.count_parameters(model) / 1e6:.2f}M parameters; "
-          f"{devices.describe(device, dtype)}")
+    print(f"VQ-VAE on {cfg.data.dataset}: {layout(model, cfg)}, {training.count_parameters(model) / 1e6:.2f}M "
+          f"parameters; {devices.describe(device, dtype)}")
     steps_per_epoch = len(epoch_batches(len(train_images), cfg.vqvae_train, cfg.seed, 1))
     loss_fn = distributed.loss_function(model, device)
     total_steps, step = cfg.vqvae_train.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
@@ -247,20 +271,9 @@ def run(cfg, resume):
                      "tokenizer_id": tokenizer_id,
                      **({"discriminator": adversary.state_dict()} if adversary else {}),
                      **training.resumable_state(epoch, optimizer, scaler, elapsed, rng_states)}, ckpt_path)
-        usage = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(val["usage"], val["perplexity"]))
-        adversarial = (f"  discriminator loss {train_stats['train_d_loss']:.3f}, adaptive weight "
-                       f"{train_stats['train_gan_weight']:.3g}" if "train_d_loss" in train_stats else "")
-        print(f"epoch {epoch}: train mse {train_stats['train_mse']:.4f}  val mse {val['val_mse']:.4f}  "
-              f"{'per-scale' if model.multiscale else 'codebook'} usage/perplexity {usage}{adversarial}  "
-              f"({elapsed:.0f}s)")
+        print_epoch(epoch, train_stats, val, model.multiscale, elapsed)
         with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
-            if epoch % cfg.vqvae_train.sample_every == 0 or epoch == cfg.vqvae_train.epochs:
-                save_reconstructions(model, show, device, os.path.join(results_dir, f"{tag}recon_epoch{epoch:03d}.png"))
-                if model.multiscale:
-                    save_scale_strip(model, show[:8], device,
-                                     os.path.join(results_dir, f"{tag}scales_epoch{epoch:03d}.png"))
-            training.plot_curves(history, ("train_mse", "val_mse"), os.path.join(results_dir, f"{tag}loss.png"),
-                                 "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
+            save_epoch_figures(model, show, device, cfg, epoch, history, results_dir, tag)
         distributed.barrier()
     if distributed.world_size() > 1:
         print(f"{distributed.world_size()} processes trained tokenizer {tokenizer_id} with identical codebooks")

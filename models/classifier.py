@@ -1,7 +1,7 @@
 """A small CNN whose penultimate features define the repo's classifier-FID (the role Inception plays in FID).
 
 It is trained by the repo itself, once per dataset (evaluate.py --train-classifier), so every figure can be
-reproduced offline: >= 99% test accuracy on MNIST. Inputs are images in [-1, 1], (B, C, H, W) with H = W divisible
+reproduced offline. Inputs are images in [-1, 1], (B, C, H, W) with H = W divisible
 by 4 (28 for MNIST and Fashion-MNIST, 32 for CIFAR-10).
 """
 import torch.nn as nn

@@ -1,6 +1,6 @@
 """Raster-order, decoder-only transformer over VQ-VAE token grids, with KV-cache sampling.
 
-Sequence layout (see DESIGN.md): a grid idx_BHWK is read row by row, column by column, and within a position codebook
+Sequence layout (the tokenizer's, VQVAE.to_sequence): a grid idx_BHWK is read row by row, column by column, and within a position codebook
 0 .. K-1, giving L = H*W*K tokens. The model input is [class token, t_0, ..., t_{L-2}] and the target is
 [t_0, ..., t_{L-1}]: slot 0 holds the class (0..9, or `num_classes` for "no class"), slot s >= 1 holds token s-1.
 
@@ -15,16 +15,6 @@ import torch.nn as nn
 from config import GPTConfig
 from models.prior import Prior, guide, register, sample_from_logits
 from models.transformer import Block, block_flops, init_gpt2_weights, register_raster_positions
-
-
-def grid_to_sequence(idx_BHWK):
-    """(B, H, W, K) -> (B, L) in raster order, codebooks innermost."""
-    return idx_BHWK.reshape(idx_BHWK.shape[0], -1)
-
-
-def sequence_to_grid(tokens_BL, grid_shape):
-    H, W, K = grid_shape
-    return tokens_BL.reshape(tokens_BL.shape[0], H, W, K)
 
 
 @register

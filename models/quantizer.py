@@ -185,10 +185,6 @@ class MultiScaleResidualQuantizer(nn.Module):
         self.codebook = MultiCodebookQuantizer(1, codebook_size, code_dim, ema_decay, dead_code_threshold)
         self.phis = nn.ModuleList(nn.Conv2d(code_dim, code_dim, 3, padding=1) for _ in self.scales)
 
-    @property
-    def tokens_per_scale(self):
-        return [s * s for s in self.scales]
-
     # --- resizing and the per-scale contribution ----------------------------------------------------------------
     @staticmethod
     def downsample(f_BDHW, size):

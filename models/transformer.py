@@ -79,9 +79,9 @@ class SelfAttention(nn.Module):
 def one_query_attention(q_BH1E, k_BHME, v_BHME, filled):
     """softmax(q k^T / sqrt(E)) v for one query per head over the first `filled` slots of a fixed-size key/value
     cache: what SDPA computes on the cache's filled slices, as two small matmuls over the whole cache with the empty
-    slots masked out. It is the GPT's sampling step. On CPUs it is 1.2x faster for the whole guided sampler at batch
-    1000 (README): SDPA's kernel is slow for a single query, and a slice of the cache, not being contiguous, is copied
-    before every matmul, where the whole cache is not. The scores and softmax are float32, as inside SDPA's kernels,
+    slots masked out. It is the GPT's sampling step. On CPUs it is faster than SDPA here (RESULTS.md, sampling speed):
+    SDPA's kernel is slow for a single query, and a slice of the cache, not being contiguous, is copied before every
+    matmul, where the whole cache is not. The scores and softmax are float32, as inside SDPA's kernels,
     whatever dtype autocast gives the matmuls."""
     scores_BH1M = (q_BH1E @ k_BHME.transpose(-1, -2)).float() * q_BH1E.shape[-1] ** -0.5
     scores_BH1M[..., filled:] = float("-inf")

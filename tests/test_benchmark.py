@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import figures
 from PIL import Image
 
 import benchmark
@@ -93,7 +94,7 @@ def test_plot_sweep_writes_a_png(tmp_path):
     rows = [{"temperature": 0.5, "fid": 12.0, "precision": 0.9, "recall": 0.3, "accuracy": 0.95},
             {"temperature": 1.0, "fid": 4.5, "precision": 0.7, "recall": 0.6, "accuracy": 0.85}]
     path = tmp_path / "nested" / "dir" / "sweep.png"  # folders that do not exist yet
-    benchmark.plot_sweep(rows, str(path))
+    figures.plot_sweep(rows, str(path))
     with Image.open(path) as image:
         image.verify()
     with Image.open(path) as image:

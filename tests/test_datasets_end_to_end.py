@@ -10,10 +10,10 @@ import os
 import numpy as np
 import pytest
 import torch
+import fetch
 from PIL import Image
 
 import config
-import data
 from test_data import write_cifar_archive
 from test_end_to_end import assert_one_line_error, grid_size_px, run
 
@@ -140,5 +140,5 @@ def test_cifar_prior_samples_in_colour(cifar):
 
 def test_cifar_reads_its_archive_once_into_the_batches_folder(cifar):
     root, _ = cifar
-    assert os.path.isdir(root / "data" / data.CIFAR_FOLDER)
+    assert os.path.isdir(root / "data" / fetch.CIFAR_FOLDER)
     assert not [f for f in os.listdir(root / "data") if "tmp" in f]

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+import sampling
 import config
 import data
-import generator
 from checkpoint import CheckpointError
 from models.diffusion import DiscreteDiffusion
 from models.gpt import GPT
@@ -61,7 +61,7 @@ def record_sample(monkeypatch, prior):
 
 def run_edit(prior, vqvae, digits, edit, seed=0):
     images, labels = digits
-    return generator.edit_images(prior, vqvae, images, labels, edit, CPU, None, SAMPLES, temperature=1.0, top_k=0,
+    return sampling.edit_images(prior, vqvae, images, labels, edit, CPU, None, SAMPLES, temperature=1.0, top_k=0,
                                  cfg_scale=1.5, seed=seed)
 
 
@@ -73,7 +73,7 @@ def check_grid(grid, columns, vqvae, digits, edit):
     assert grid.min() >= -1 and grid.max() <= 1
     x = data.to_model_range(images)
     assert torch.equal(grid[0::columns], x)
-    cells = generator.redraw_cells(vqvae.cfg.grid_size, edit)
+    cells = sampling.redraw_cells(vqvae.cfg.grid_size, edit)
     pixels = torch.nn.functional.interpolate(cells[None, None].float(), size=(28, 28), mode="nearest")[0, 0].bool()
     masked = grid[1::columns]
     assert (masked[:, :, pixels] == 0).all()  # the re-drawn region is painted grey
@@ -98,7 +98,7 @@ def overlap_keep(grid_size, scales, cells):
 # --- redraw_cells / keep_mask ------------------------------------------------------------------------------------
 
 def test_inpaint_redraws_the_centre_and_keeps_the_border_on_a_4x4_grid():
-    cells = generator.redraw_cells(4, "inpaint")
+    cells = sampling.redraw_cells(4, "inpaint")
     expected = torch.zeros(4, 4, dtype=torch.bool)
     expected[1:3, 1:3] = True
     assert torch.equal(cells, expected)
@@ -106,9 +106,9 @@ def test_inpaint_redraws_the_centre_and_keeps_the_border_on_a_4x4_grid():
 
 @pytest.mark.parametrize("grid_size", [14, 7, 4])
 def test_inpaint_outpaint_and_complete_cells(grid_size):
-    inpaint = generator.redraw_cells(grid_size, "inpaint")
-    outpaint = generator.redraw_cells(grid_size, "outpaint")
-    complete = generator.redraw_cells(grid_size, "complete")
+    inpaint = sampling.redraw_cells(grid_size, "inpaint")
+    outpaint = sampling.redraw_cells(grid_size, "outpaint")
+    complete = sampling.redraw_cells(grid_size, "complete")
     assert inpaint.shape == (grid_size, grid_size) and inpaint.dtype == torch.bool
     border = torch.ones(grid_size, grid_size, dtype=torch.bool)
     border[1:-1, 1:-1] = False
@@ -123,16 +123,16 @@ def test_inpaint_outpaint_and_complete_cells(grid_size):
 @pytest.mark.parametrize("grid_size", [1, 2])
 def test_grids_without_a_centre_are_refused_with_a_clear_error(grid_size):
     with pytest.raises(CheckpointError, match="at least 4x4"):
-        generator.redraw_cells(grid_size, "inpaint")
+        sampling.redraw_cells(grid_size, "inpaint")
 
 
-@pytest.mark.parametrize("edit", generator.EDITS)
+@pytest.mark.parametrize("edit", sampling.EDITS)
 def test_single_scale_keep_mask_follows_the_cells_for_every_codebook(edit):
     vqvae, _ = make_vqvae("tiny", "vqvae.num_codebooks=2")
-    keep = generator.keep_mask(vqvae, edit)
+    keep = sampling.keep_mask(vqvae, edit)
     H, W, K = vqvae.grid_shape
     assert keep.shape == (H * W * K,) and keep.dtype == torch.bool
-    cells = generator.redraw_cells(H, edit)
+    cells = sampling.redraw_cells(H, edit)
     for pos in range(H * W * K):  # raster order, codebooks innermost
         r, c = pos // (W * K), (pos // K) % W
         assert keep[pos] == (not cells[r, c])
@@ -141,7 +141,7 @@ def test_single_scale_keep_mask_follows_the_cells_for_every_codebook(edit):
 def test_complete_keeps_a_prefix_of_the_raster_sequence(single_scale):
     for vqvae in (single_scale[0], make_vqvae("tiny", "vqvae.num_codebooks=2")[0],
                   make_vqvae("tiny", "vqvae.grid_size=7")[0]):
-        keep = generator.keep_mask(vqvae, "complete")
+        keep = sampling.keep_mask(vqvae, "complete")
         n = int(keep.sum())
         H, W, K = vqvae.grid_shape
         assert n == (H // 2) * W * K
@@ -151,12 +151,12 @@ def test_complete_keeps_a_prefix_of_the_raster_sequence(single_scale):
 def test_multi_scale_keep_mask_on_the_tiny_var_scales(multi_scale):
     vqvae, _ = multi_scale
     per_scale = {}
-    for edit in generator.EDITS:
-        keep = generator.keep_mask(vqvae, edit)
+    for edit in sampling.EDITS:
+        keep = sampling.keep_mask(vqvae, edit)
         assert keep.shape == (30,) and keep.dtype == torch.bool
         pieces = keep.split([1, 4, 9, 16])
         per_scale[edit] = [int(p.sum()) for p in pieces]
-        finest = ~generator.redraw_cells(4, edit).reshape(-1)
+        finest = ~sampling.redraw_cells(4, edit).reshape(-1)
         assert torch.equal(pieces[-1], finest)  # the finest scale is the grid itself
     assert per_scale["inpaint"] == [0, 0, 0, 12]  # the 1x1 map (and every coarse cell) overlaps the centre
     assert per_scale["outpaint"] == [0, 0, 1, 4]  # only the middle cell of the 3x3 map lies inside the centre
@@ -164,13 +164,13 @@ def test_multi_scale_keep_mask_on_the_tiny_var_scales(multi_scale):
 
 
 @pytest.mark.parametrize("preset", ["tiny_var", "mnist_var_7x7"])
-@pytest.mark.parametrize("edit", generator.EDITS)
+@pytest.mark.parametrize("edit", sampling.EDITS)
 def test_multi_scale_keep_mask_follows_the_overlap_rule(preset, edit):
     cfg = config.build_config(preset)
     vqvae = VQVAE(cfg.vqvae)
-    keep = generator.keep_mask(vqvae, edit)
+    keep = sampling.keep_mask(vqvae, edit)
     assert len(keep) == vqvae.sequence_length
-    expected = overlap_keep(cfg.vqvae.grid_size, cfg.vqvae.scales, generator.redraw_cells(cfg.vqvae.grid_size, edit))
+    expected = overlap_keep(cfg.vqvae.grid_size, cfg.vqvae.scales, sampling.redraw_cells(cfg.vqvae.grid_size, edit))
     assert torch.equal(keep, expected)
     if edit == "inpaint":
         assert not keep[0]  # the 1x1 scale always covers the re-drawn centre
@@ -229,7 +229,7 @@ def tiny_prior(kind, single_scale, multi_scale):
     return DiscreteDiffusion(dcfg, vqvae.grid_shape, cfg.vqvae.codebook_size).eval(), vqvae
 
 
-@pytest.mark.parametrize("edit", generator.EDITS)
+@pytest.mark.parametrize("edit", sampling.EDITS)
 @pytest.mark.parametrize("kind", ["var", "diffusion_mask", "diffusion_uniform"])
 def test_edit_images_keeps_the_real_tokens(monkeypatch, kind, edit, single_scale, multi_scale, test_digits):
     prior, vqvae = tiny_prior(kind, single_scale, multi_scale)
@@ -239,7 +239,7 @@ def test_edit_images_keeps_the_real_tokens(monkeypatch, kind, edit, single_scale
     assert len(calls) == 1
     kwargs, tokens = calls[0]["kwargs"], calls[0]["tokens"]
     real = vqvae.encode_sequence(data.to_model_range(test_digits[0])).repeat_interleave(SAMPLES, 0)
-    keep = generator.keep_mask(vqvae, edit)
+    keep = sampling.keep_mask(vqvae, edit)
     assert torch.equal(kwargs["known_BL"], real)
     assert torch.equal(kwargs["known_mask_BL"], keep.expand_as(real))
     assert tokens.shape == real.shape
@@ -254,8 +254,8 @@ def test_sample_with_keep_mask_keeps_the_real_tokens(kind, single_scale, multi_s
     prior, vqvae = tiny_prior(kind, single_scale, multi_scale)
     images, labels = test_digits
     real = vqvae.encode_sequence(data.to_model_range(images))
-    for edit in generator.EDITS:
-        keep = generator.keep_mask(vqvae, edit).expand_as(real)
+    for edit in sampling.EDITS:
+        keep = sampling.keep_mask(vqvae, edit).expand_as(real)
         tokens = prior.sample(labels, cfg_scale=2.0, generator=torch.Generator().manual_seed(0), known_BL=real,
                               known_mask_BL=keep)
         assert torch.equal(tokens[keep], real[keep])
@@ -277,9 +277,9 @@ def test_draw_images_with_each_prior(kind, single_scale, multi_scale):
     prior, vqvae = tiny_prior(kind, single_scale, multi_scale)
     classes = torch.arange(7) % 10
     steps = 3 if prior.sampling_steps else None  # steps given to a prior without them is an error
-    images = generator.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=steps)
+    images = sampling.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=steps)
     assert images.shape == (7, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
-    again = generator.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=steps,
+    again = sampling.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=steps,
                                   use_cache=False)
     assert torch.equal(images, again)  # same seed; VAR with and without its KV cache, diffusion ignores the flag
     assert math.isfinite(images.sum().item())

@@ -14,10 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import metrics
 import config
 import data
 import evaluate
-from checkpoint import atomic_save
+from files import atomic_save
 from models.classifier import FEATURE_DIM, Classifier
 from models.vqvae import VQVAE
 
@@ -51,15 +52,15 @@ def test_frechet_distance_of_a_set_with_itself_is_zero():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 32)) @ rng.standard_normal((32, 32)) + 3.0  # correlated, off-centre
     scale = np.trace(np.cov(x.T))
-    assert abs(evaluate.frechet_distance(x, x)) < 1e-6 * scale
-    assert abs(evaluate.frechet_distance(torch.tensor(x, dtype=torch.float32), torch.tensor(x))) < 1e-5 * scale
+    assert abs(metrics.frechet_distance(x, x)) < 1e-6 * scale
+    assert abs(metrics.frechet_distance(torch.tensor(x, dtype=torch.float32), torch.tensor(x))) < 1e-5 * scale
 
 
 def test_frechet_distance_of_a_pure_mean_shift_is_the_squared_shift():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((400, 16)) @ rng.standard_normal((16, 16))  # any covariance; b has the same one
     shift = rng.standard_normal(16)
-    assert evaluate.frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-8, abs=1e-8)
+    assert metrics.frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-8, abs=1e-8)
 
 
 def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
@@ -70,8 +71,8 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
     a = mu_a + whitened(rng, 300, d) * np.sqrt(var_a)  # sample mean mu_a, sample covariance diag(var_a) exactly
     b = mu_b + whitened(rng, 200, d) * np.sqrt(var_b)
     expected = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
-    assert evaluate.frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
-    assert evaluate.frechet_distance(b, a) == pytest.approx(expected, rel=1e-8)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
+    assert metrics.frechet_distance(b, a) == pytest.approx(expected, rel=1e-8)
 
 
 def test_frechet_distance_matches_a_reference_for_non_commuting_covariances():
@@ -83,15 +84,15 @@ def test_frechet_distance_matches_a_reference_for_non_commuting_covariances():
     # Tr (S_a S_b)^1/2 = sum of the square roots of the (real, non-negative) eigenvalues of S_a S_b
     tr_sqrt = np.sqrt(np.clip(np.linalg.eigvals(cov_a @ cov_b).real, 0, None)).sum()
     expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt
-    assert evaluate.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
-    assert evaluate.frechet_distance(b, a) == pytest.approx(expected, rel=1e-7)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
+    assert metrics.frechet_distance(b, a) == pytest.approx(expected, rel=1e-7)
 
 
 def test_frechet_distance_grows_with_added_noise():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2000, 16))
     noise = rng.standard_normal(x.shape)
-    fids = [evaluate.frechet_distance(x, x + s * noise) for s in (0.0, 0.05, 0.1, 0.3, 1.0, 3.0)]
+    fids = [metrics.frechet_distance(x, x + s * noise) for s in (0.0, 0.05, 0.1, 0.3, 1.0, 3.0)]
     assert abs(fids[0]) < 1e-9
     assert all(lo < hi for lo, hi in zip(fids, fids[1:])), fids
     # independent noise of std s on unit Gaussians: the Gaussian fit of b is ~N(0, (1 + s^2) I)
@@ -109,13 +110,13 @@ def test_classifier_fid_ranks_blurred_and_noised_digits_behind_a_clean_split():
     blurred = data.to_uint8(F.avg_pool2d(x, 3, stride=1, padding=1))[:, 0]
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     noised = data.to_uint8(x + 0.6 * noise)[:, 0]
-    feats = {name: evaluate.classify(classifier, imgs, torch.device("cpu"))[1]
+    feats = {name: metrics.classify(classifier, imgs, torch.device("cpu"))[1]
              for name, imgs in (("clean", images), ("blurred", blurred), ("noised", noised))}
     assert feats["clean"].shape == (600, FEATURE_DIM)
     h = 300  # first half of the clean digits against the second half of each set: same sample sizes everywhere
-    halves = evaluate.frechet_distance(feats["clean"][:h], feats["clean"][h:])
-    blur = evaluate.frechet_distance(feats["clean"][:h], feats["blurred"][h:])
-    noisy = evaluate.frechet_distance(feats["clean"][:h], feats["noised"][h:])
+    halves = metrics.frechet_distance(feats["clean"][:h], feats["clean"][h:])
+    blur = metrics.frechet_distance(feats["clean"][:h], feats["blurred"][h:])
+    noisy = metrics.frechet_distance(feats["clean"][:h], feats["noised"][h:])
     assert halves > 0
     assert blur > 3 * halves, (halves, blur)
     assert noisy > 2 * halves, (halves, noisy)
@@ -126,12 +127,12 @@ def test_classifier_fid_ranks_blurred_and_noised_digits_behind_a_clean_split():
 def test_kid_is_near_zero_for_one_distribution_and_positive_for_shifted_ones():
     rng = np.random.default_rng(5)
     a, b = rng.standard_normal((2000, 8)), rng.standard_normal((2000, 8))
-    same = evaluate.kernel_inception_distance(a, b, subsets=5, subset_size=1000)
-    shifted = evaluate.kernel_inception_distance(a, b + 0.5, subsets=5, subset_size=1000)
-    wider = evaluate.kernel_inception_distance(a, 1.5 * b, subsets=5, subset_size=1000)
+    same = metrics.kernel_inception_distance(a, b, subsets=5, subset_size=1000)
+    shifted = metrics.kernel_inception_distance(a, b + 0.5, subsets=5, subset_size=1000)
+    wider = metrics.kernel_inception_distance(a, 1.5 * b, subsets=5, subset_size=1000)
     assert abs(same) < 0.02, same  # unbiased: may be slightly negative
     assert shifted > 0.5 and wider > 0.2, (shifted, wider)
-    assert evaluate.kernel_inception_distance(a, b + 1.0, subsets=5, subset_size=1000) > shifted
+    assert metrics.kernel_inception_distance(a, b + 1.0, subsets=5, subset_size=1000) > shifted
 
 
 def test_kid_matches_a_direct_unbiased_mmd_when_the_subset_is_the_whole_set():
@@ -146,7 +147,7 @@ def test_kid_matches_a_direct_unbiased_mmd_when_the_subset_is_the_whole_set():
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
     # with subset_size >= both sets every subset is a permutation of the whole set, and MMD ignores order
-    assert evaluate.kernel_inception_distance(x, y, subsets=3, subset_size=1000) == pytest.approx(
+    assert metrics.kernel_inception_distance(x, y, subsets=3, subset_size=1000) == pytest.approx(
         xx + yy - 2 * xy, rel=1e-9)
 
 
@@ -154,24 +155,24 @@ def test_kid_matches_a_direct_unbiased_mmd_when_the_subset_is_the_whole_set():
 
 def test_precision_recall_of_two_samples_of_one_distribution_are_high():
     rng = np.random.default_rng(7)
-    precision, recall = evaluate.precision_recall(rng.standard_normal((1000, 2)), rng.standard_normal((1000, 2)), k=3)
+    precision, recall = metrics.precision_recall(rng.standard_normal((1000, 2)), rng.standard_normal((1000, 2)), k=3)
     assert precision > 0.8 and recall > 0.8, (precision, recall)
 
 
 def test_precision_recall_of_a_narrow_fake_is_high_precision_low_recall():
     rng = np.random.default_rng(8)
     real, fake = rng.standard_normal((1000, 2)), 0.1 * rng.standard_normal((1000, 2))
-    precision, recall = evaluate.precision_recall(real, fake, k=3)
+    precision, recall = metrics.precision_recall(real, fake, k=3)
     assert precision > 0.95 and recall < 0.2, (precision, recall)
     # swapped roles: the narrow set as "real" is covered, but most of the wide one lies outside it
-    precision, recall = evaluate.precision_recall(fake, real, k=3)
+    precision, recall = metrics.precision_recall(fake, real, k=3)
     assert precision < 0.2 and recall > 0.95, (precision, recall)
 
 
 def test_precision_recall_of_a_far_away_fake_are_zero():
     rng = np.random.default_rng(9)
     real, fake = rng.standard_normal((1000, 2)), rng.standard_normal((1000, 2)) + 50.0
-    assert evaluate.precision_recall(real, fake, k=3) == (0.0, 0.0)
+    assert metrics.precision_recall(real, fake, k=3) == (0.0, 0.0)
 
 
 def test_precision_recall_by_hand_with_k1():
@@ -179,18 +180,18 @@ def test_precision_recall_by_hand_with_k1():
     fake = [[0.5], [5.5], [20.0]]  # 1-NN radii 5, 5, 14.5
     # 0.5 is within 1 of 0; 5.5 is within 7 of the outlier 10; 20 is 10 away from 10 (> 7): precision 2/3.
     # every real point is within 5 of 0.5 or of 5.5: recall 1.
-    precision, recall = evaluate.precision_recall(real, fake, k=1)
+    precision, recall = metrics.precision_recall(real, fake, k=1)
     assert precision == pytest.approx(2 / 3) and recall == 1.0
 
 
 def test_knn_chunking_does_not_change_the_result():
     g = torch.Generator().manual_seed(0)
     real, fake = torch.randn(53, 3, generator=g), torch.randn(41, 3, generator=g) * 0.7
-    radii = evaluate._knn_radii(real, 3)
-    assert torch.equal(evaluate._knn_radii(real, 3, chunk=7), radii)
+    radii = metrics._knn_radii(real, 3)
+    assert torch.equal(metrics._knn_radii(real, 3, chunk=7), radii)
     # brute force: sorted distances, column 0 is the point itself
     assert torch.allclose(radii, torch.cdist(real, real).sort(1).values[:, 3])
-    assert evaluate._inside_manifold(fake, real, radii, chunk=5) == evaluate._inside_manifold(fake, real, radii)
+    assert metrics._inside_manifold(fake, real, radii, chunk=5) == metrics._inside_manifold(fake, real, radii)
 
 
 # --- read_samples -------------------------------------------------------------------------------------------------
@@ -257,15 +258,15 @@ def scored_setup():
     g = torch.Generator().manual_seed(1)
     classifier = seeded_classifier(1)
     images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8, generator=g)
-    reference = evaluate.classify(classifier, torch.randint(0, 256, (60, 28, 28), dtype=torch.uint8, generator=g),
+    reference = metrics.classify(classifier, torch.randint(0, 256, (60, 28, 28), dtype=torch.uint8, generator=g),
                                   torch.device("cpu"))[1]
-    probs, _ = evaluate.classify(classifier, images, torch.device("cpu"))
+    probs, _ = metrics.classify(classifier, images, torch.device("cpu"))
     return classifier, images, reference, probs.argmax(1)
 
 
 def test_score_returns_every_figure_in_range(scored_setup):
     classifier, images, reference, predicted = scored_setup
-    out = evaluate.score(classifier, images, predicted.clone(), reference, torch.device("cpu"))
+    out = metrics.score(classifier, images, predicted.clone(), reference, torch.device("cpu"))
     assert set(out) == {"n", "fid", "kid_x1000", "precision", "recall", "accuracy", "confidence",
                         "class_entropy_bits", "class_histogram"}
     assert out["n"] == 40 and isinstance(out["n"], int)
@@ -290,12 +291,12 @@ def test_score_accuracy_counts_only_labelled_samples(scored_setup):
     wrong = (predicted + 1) % 10
     odd = torch.arange(40) % 2 == 1
     half_wrong = torch.where(odd, wrong, predicted)
-    assert evaluate.score(classifier, images, half_wrong, reference, cpu)["accuracy"] == pytest.approx(0.5)
+    assert metrics.score(classifier, images, half_wrong, reference, cpu)["accuracy"] == pytest.approx(0.5)
     unlabelled_wrong = torch.where(odd, torch.full_like(predicted, -1), predicted)  # the wrong half unlabelled
-    assert evaluate.score(classifier, images, unlabelled_wrong, reference, cpu)["accuracy"] == 1.0
+    assert metrics.score(classifier, images, unlabelled_wrong, reference, cpu)["accuracy"] == 1.0
     unlabelled_right = torch.where(odd, wrong, torch.full_like(predicted, -1))  # the right half unlabelled
-    assert evaluate.score(classifier, images, unlabelled_right, reference, cpu)["accuracy"] == 0.0
-    assert evaluate.score(classifier, images, torch.full((40,), -1), reference, cpu)["accuracy"] is None
+    assert metrics.score(classifier, images, unlabelled_right, reference, cpu)["accuracy"] == 0.0
+    assert metrics.score(classifier, images, torch.full((40,), -1), reference, cpu)["accuracy"] is None
 
 
 def test_score_feeds_the_samples_as_fake_and_the_reference_as_real(monkeypatch):
@@ -304,13 +305,13 @@ def test_score_feeds_the_samples_as_fake_and_the_reference_as_real(monkeypatch):
     reference = torch.tensor(rng.standard_normal((800, 2)), dtype=torch.float32)
     narrow = torch.tensor(0.1 * rng.standard_normal((400, 2)), dtype=torch.float32)
     probs = torch.full((400, 10), 0.1)
-    monkeypatch.setattr(evaluate, "classify", lambda model, images, device: (probs, narrow))
-    out = evaluate.score(None, torch.zeros(400, 28, 28, dtype=torch.uint8), torch.full((400,), -1), reference,
+    monkeypatch.setattr(metrics, "classify", lambda model, images, device: (probs, narrow))
+    out = metrics.score(None, torch.zeros(400, 28, 28, dtype=torch.uint8), torch.full((400,), -1), reference,
                          torch.device("cpu"))
     assert out["precision"] > 0.95 and out["recall"] < 0.2, out
-    assert out["fid"] == pytest.approx(evaluate.frechet_distance(narrow, reference))
+    assert out["fid"] == pytest.approx(metrics.frechet_distance(narrow, reference))
     scale = reference.pow(2).mean().sqrt()
-    assert out["kid_x1000"] == pytest.approx(1000 * evaluate.kernel_inception_distance(narrow / scale,
+    assert out["kid_x1000"] == pytest.approx(1000 * metrics.kernel_inception_distance(narrow / scale,
                                                                                          reference / scale))
     assert out["accuracy"] is None and out["confidence"] == pytest.approx(0.1)
 
@@ -321,8 +322,8 @@ def test_score_class_entropy_is_in_bits(monkeypatch, classes, bits):
     predicted = torch.arange(n) % classes  # an even spread over `classes` digits
     probs = F.one_hot(predicted, 10).float() * 0.5 + 0.05  # rows sum to 1, argmax = predicted, max 0.55
     feats = torch.randn(n, 3, generator=torch.Generator().manual_seed(classes))
-    monkeypatch.setattr(evaluate, "classify", lambda model, images, device: (probs, feats))
-    out = evaluate.score(None, torch.zeros(n, 28, 28, dtype=torch.uint8), predicted, feats, torch.device("cpu"))
+    monkeypatch.setattr(metrics, "classify", lambda model, images, device: (probs, feats))
+    out = metrics.score(None, torch.zeros(n, 28, 28, dtype=torch.uint8), predicted, feats, torch.device("cpu"))
     assert out["class_entropy_bits"] == pytest.approx(bits, abs=1e-6)
     assert out["class_histogram"] == pytest.approx([1 / classes] * classes + [0.0] * (10 - classes), abs=1e-4)
     assert out["confidence"] == pytest.approx(0.55) and out["accuracy"] == 1.0
@@ -330,7 +331,7 @@ def test_score_class_entropy_is_in_bits(monkeypatch, classes, bits):
 
 def test_print_table_shows_a_dash_for_missing_accuracy(scored_setup, capsys):
     classifier, images, reference, predicted = scored_setup
-    row = evaluate.score(classifier, images, torch.full((40,), -1), reference, torch.device("cpu"))
+    row = metrics.score(classifier, images, torch.full((40,), -1), reference, torch.device("cpu"))
     evaluate.print_table({"unconditional": row})
     header, line = capsys.readouterr().out.strip().splitlines()
     assert header.split()[:3] == ["set", "n", "fid"]
@@ -392,7 +393,7 @@ def test_main_scores_an_npz_with_reference_rows_as_json(tmp_path, fake_checkpoin
 def test_test_likelihood_matches_the_training_scripts_validation_loss():
     import math
     import config
-    from models.gpt import GPT, grid_to_sequence
+    from models.gpt import GPT
     from models.vqvae import VQVAE
     from transformer_train import validation_loss
     torch.manual_seed(0)
@@ -401,9 +402,9 @@ def test_test_likelihood_matches_the_training_scripts_validation_loss():
     prior = GPT(cfg.gpt, vqvae.grid_shape, cfg.vqvae.codebook_size).eval()
     images = torch.randint(0, 256, (24, 28, 28), dtype=torch.uint8)
     labels = torch.arange(24) % 10
-    tokens = grid_to_sequence(vqvae.encode(data.to_model_range(images)))
+    tokens = vqvae.encode_sequence(data.to_model_range(images))
     expected = validation_loss(prior, tokens, labels, torch.device("cpu"), None) / math.log(2)
-    got = evaluate.test_likelihood(prior, vqvae, images, labels, torch.device("cpu"), batch_size=10)
+    got = metrics.test_likelihood(prior, vqvae, images, labels, torch.device("cpu"), batch_size=10)
     assert got["bits_per_token"] == pytest.approx(expected, rel=1e-5)
     assert got["bits_per_image"] == pytest.approx(expected * prior.L, rel=1e-5)
     assert 0 < got["bits_per_token"] < 2 * math.log2(cfg.vqvae.codebook_size)

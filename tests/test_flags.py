@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+import sampling
 import config
 import evaluate
 import files
 import generator
-from checkpoint import atomic_save
+from files import atomic_save
 from models.classifier import Classifier
 from test_end_to_end import ENV, REPO, assert_one_line_error, run
 from test_end_to_end import pipeline  # noqa: F401  (the module-scoped fixture: tiny vqvae.pt + gpt.pt, trained once)
@@ -69,7 +70,7 @@ def test_generator_refuses_n_below_one(dirs, tmp_path, value):
 
 
 def test_both_scripts_use_the_one_shared_check():
-    assert evaluate.check_sampling_flags is generator.check_sampling_flags
+    assert evaluate.check_sampling_flags is sampling.check_sampling_flags
 
 
 @pytest.mark.parametrize("args", [["--temperature", "abc"], ["--n", "1.5"], ["--no-such-flag"], ["--cfg"]],
@@ -170,8 +171,8 @@ def test_an_unwritable_folder_is_found_before_sampling(dirs, tmp_path, monkeypat
     def never(*args, **kwargs):
         raise AssertionError("sampled before checking the output folder")
 
-    monkeypatch.setattr(generator.tempfile, "NamedTemporaryFile", refuse)
-    monkeypatch.setattr(generator, "draw_images", never)
+    monkeypatch.setattr(sampling.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(sampling, "draw_images", never)
     with pytest.raises(SystemExit) as info:
         generator.main(["--preset", "tiny", *dirs, "--device", "cpu", "--out", str(tmp_path / "grids")])
     message = str(info.value.code)
@@ -181,12 +182,12 @@ def test_an_unwritable_folder_is_found_before_sampling(dirs, tmp_path, monkeypat
 
 def test_save_npz_writes_atomically_and_reports_write_errors(tmp_path, a_file):
     images, labels = torch.zeros(4, 1, 28, 28), torch.arange(4)
-    generator.save_npz(str(tmp_path / "plain_name"), images, labels)  # no .npz suffix: numpy must not add one
+    sampling.save_npz(str(tmp_path / "plain_name"), images, labels)  # no .npz suffix: numpy must not add one
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "plain_name"]
     with np.load(tmp_path / "plain_name") as f:
         assert f["images"].shape == (4, 1, 28, 28) and f["labels"].tolist() == [0, 1, 2, 3]
     with pytest.raises(files.WriteError, match="a_file"):
-        generator.save_npz(str(a_file / "s.npz"), images, labels)
+        sampling.save_npz(str(a_file / "s.npz"), images, labels)
 
 
 # --- 4. labels of a scored npz ---------------------------------------------------------------------------------------

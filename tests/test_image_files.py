@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import metrics
 from PIL import Image
 
-import evaluate
 from checkpoint import CheckpointError
 from image_files import SampleFileError, read_images
 
@@ -77,27 +77,27 @@ def test_bad_image_files_are_one_line(tmp_path, case):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("dataset", sorted(evaluate.SHIPPED_SHA256))
+@pytest.mark.parametrize("dataset", sorted(metrics.SHIPPED_SHA256))
 def test_the_shipped_classifiers_are_in_the_repo_and_match_their_checksums(dataset):
-    path = evaluate.shipped_path(dataset)
+    path = metrics.shipped_path(dataset)
     assert os.path.isfile(path), f"{path} is missing"
-    model = evaluate.load_classifier(path, torch.device("cpu"), dataset)  # verifies the SHA-256 first
+    model = metrics.load_classifier(path, torch.device("cpu"), dataset)  # verifies the SHA-256 first
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_a_changed_shipped_classifier_is_refused_with_one_line(tmp_path, monkeypatch):
-    shutil.copyfile(evaluate.shipped_path("mnist"), tmp_path / "mnist.pt")
-    monkeypatch.setattr(evaluate, "EVALUATOR_DIR", str(tmp_path))  # the copy now stands where the shipped one is
-    evaluate.load_classifier(str(tmp_path / "mnist.pt"), torch.device("cpu"), "mnist")  # unchanged: fine
+    shutil.copyfile(metrics.shipped_path("mnist"), tmp_path / "mnist.pt")
+    monkeypatch.setattr(metrics, "EVALUATOR_DIR", str(tmp_path))  # the copy now stands where the shipped one is
+    metrics.load_classifier(str(tmp_path / "mnist.pt"), torch.device("cpu"), "mnist")  # unchanged: fine
     with open(tmp_path / "mnist.pt", "ab") as f:
         f.write(b"\0")
     with pytest.raises(CheckpointError, match="does not match its recorded SHA-256.*git checkout"):
-        evaluate.load_classifier(str(tmp_path / "mnist.pt"), torch.device("cpu"), "mnist")
+        metrics.load_classifier(str(tmp_path / "mnist.pt"), torch.device("cpu"), "mnist")
 
 
 def test_scoring_uses_the_shipped_classifier_by_default(tiny_cfg):
-    assert evaluate.classifier_path(tiny_cfg) == evaluate.shipped_path("mnist")
-    assert evaluate.classifier_path(tiny_cfg, "mine.pt") == "mine.pt"
+    assert metrics.classifier_path(tiny_cfg) == metrics.shipped_path("mnist")
+    assert metrics.classifier_path(tiny_cfg, "mine.pt") == "mine.pt"
 
 
 def test_evaluate_scores_a_png_folder_without_labels(tmp_path):

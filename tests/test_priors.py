@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+import sampling
 import config
 import generator
 import transformer_train
-from checkpoint import atomic_save, build_prior, load_pair, load_prior, tokenizer_fingerprint
+from checkpoint import build_prior, load_pair, load_prior, tokenizer_fingerprint
+from files import atomic_save
 from models import prior as prior_module
 from models.prior import Prior, filtered_probs, prior_class, registered
 from models.vqvae import VQVAE
@@ -158,7 +160,7 @@ def test_every_edit_a_prior_claims_keeps_the_known_tokens(prior_and_tokenizer):
     prior, vqvae = prior_and_tokenizer
     known, classes = real_tokens(prior, vqvae)
     for edit in prior.edits:
-        keep = generator.keep_mask(vqvae, edit).expand_as(known)
+        keep = sampling.keep_mask(vqvae, edit).expand_as(known)
         tokens = prior.sample(classes, cfg_scale=1.5, generator=seeded(0), known_BL=known, known_mask_BL=keep)
         assert torch.equal(tokens[keep], known[keep]), edit
         assert tokens.shape == known.shape
@@ -184,7 +186,7 @@ def test_options_a_prior_does_not_have_are_errors_not_silently_ignored(prior_and
 def test_the_gpt_refuses_to_keep_tokens_after_a_gap(tokenizers):
     prior, vqvae = make_prior("gpt", [], tokenizers)
     known, classes = real_tokens(prior, vqvae)
-    keep = generator.keep_mask(vqvae, "inpaint").expand_as(known)
+    keep = sampling.keep_mask(vqvae, "inpaint").expand_as(known)
     with pytest.raises(ValueError, match="prefix"):
         prior.sample(classes, known_BL=known, known_mask_BL=keep)
 

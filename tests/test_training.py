@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import training
-from checkpoint import CheckpointError, atomic_save
+from checkpoint import CheckpointError
+from files import atomic_save
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():
@@ -96,7 +97,7 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
 def test_amp_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, native, expected):
-    from models import device as devices
+    import device as devices
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
     assert devices.amp_dtype(CPU, "auto") is expected
     assert devices.amp_dtype(CPU, "off") is None  # the explicit settings win either way
@@ -104,7 +105,7 @@ def test_amp_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, native
 
 
 def test_native_bf16_is_read_from_torchs_cpu_probes_and_is_false_without_them(monkeypatch):
-    from models import device as devices
+    import device as devices
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
     assert devices.cpu_has_native_bf16() is False
@@ -116,7 +117,7 @@ def test_native_bf16_is_read_from_torchs_cpu_probes_and_is_false_without_them(mo
 
 
 def test_the_tokenizer_trains_in_float32_on_a_cpu_unless_asked(monkeypatch):
-    from models import device as devices
+    import device as devices
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     assert devices.amp_dtype(CPU, "auto", tokenizer_training=True) is None
     assert devices.amp_dtype(CPU, "bf16", tokenizer_training=True) is torch.bfloat16

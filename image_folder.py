@@ -1,0 +1,193 @@
+"""A folder of images as a dataset, the way torchvision's ImageFolder reads one: `PATH/<class>/*.png` (class
+subfolders, named by their folder; images may sit deeper inside a class folder) or images directly in PATH (one
+class, an unconditional model).
+
+Every image goes through the same steps, so a folder of mixed files trains as one dataset:
+  first frame (an animated GIF's first), 16-bit grey scaled to 8 bits, any transparency (RGBA, LA, a palette with a
+  transparent colour) composited over `background`, then RGB (CMYK, YCbCr and palettes converted) or grey
+  (channels=1), a centre crop to a square, and an antialiased (Lanczos) resize to image_size x image_size; smaller
+  images are enlarged the same way.
+Files whose extension Pillow does not read are ignored (a README, .DS_Store); a file with an image extension that
+cannot be decoded stops the run and is named: skipping it would train on another dataset than the folder shows.
+
+The split is fixed by file names: in sorted order of relative paths, every tenth image (the 10th, 20th, ...) is
+validation, the same on every machine. The decoded images are cached once per folder as one uint8 tensor file keyed
+by the folder's contents (every file's relative path, size and modification time) and the preprocessing settings,
+so an epoch never re-reads the files and a changed folder is decoded again.
+"""
+import hashlib
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageColor
+
+from files import CheckpointError, DataError, atomic_save, load_file
+
+MIN_IMAGES = 10          # at least one validation image (every tenth)
+VALIDATION_EVERY = 10
+CACHE_VERSION = 1        # bump when the preprocessing changes, so old caches are decoded again
+
+
+def image_extensions():
+    """The file extensions Pillow can open, lower case with the dot."""
+    Image.init()
+    return {ext.lower() for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
+
+
+def _images_under(folder, extensions):
+    """Relative paths (to `folder`) of the image files below it, sorted; hidden files and folders skipped."""
+    found = []
+    for current, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.relpath(os.path.join(current, n), folder) for n in names
+                  if not n.startswith(".") and os.path.splitext(n)[1].lower() in extensions]
+    return sorted(found)
+
+
+def scan(folder):
+    """(class_names, files): files is a sorted list of (path relative to folder, class id). Raises DataError with
+    what to do for a folder that is missing, empty, mixed or too small."""
+    if not folder:
+        raise DataError("data.dataset=folder needs the folder: --set data.folder=PATH")
+    if not os.path.isdir(folder):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise DataError(f"data.folder={folder} {what}; give a folder of images (class subfolders for classes)")
+    extensions = image_extensions()
+    entries = sorted(e for e in os.listdir(folder) if not e.startswith("."))
+    class_dirs = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
+    loose = [e for e in entries if os.path.splitext(e)[1].lower() in extensions
+             and os.path.isfile(os.path.join(folder, e))]
+    if class_dirs and loose:
+        raise DataError(f"{folder} holds both images ({loose[0]}, ...) and class subfolders ({class_dirs[0]}, ...); "
+                        f"move the images into a class subfolder, or the subfolders out")
+    if not class_dirs:
+        files = [(name, 0) for name in loose]
+        class_names = (os.path.basename(os.path.normpath(folder)) or "images",)
+    else:
+        files = []
+        for label, name in enumerate(class_dirs):
+            inside = _images_under(os.path.join(folder, name), extensions)
+            if not inside:
+                raise DataError(f"class folder {os.path.join(folder, name)} holds no images; add some or remove it")
+            files += [(os.path.join(name, path), label) for path in inside]
+        class_names = tuple(class_dirs)
+    if len(files) < MIN_IMAGES:
+        raise DataError(f"{folder} holds {len(files)} image{'s' * (len(files) != 1)} Pillow can read; a dataset needs "
+                        f"at least {MIN_IMAGES} (every tenth is kept for validation)")
+    return class_names, files
+
+
+def content_key(folder, files, settings):
+    """12 hex digits naming the folder's contents (relative path, size, modification time of every image) and the
+    preprocessing settings: equal keys mean equal decoded tensors."""
+    digest = hashlib.sha256(repr((CACHE_VERSION, settings)).encode())
+    for path, label in files:
+        stat = os.stat(os.path.join(folder, path))
+        digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def background_rgb(background):
+    """A colour name or #RRGGBB as an (r, g, b) tuple; a DataError that says what is accepted."""
+    try:
+        return ImageColor.getrgb(background)[:3]
+    except ValueError:
+        raise DataError(f"data.background={background!r} is not a colour; give a name (white, black) or #RRGGBB") \
+            from None
+
+
+def to_array(image, image_size, channels, background):
+    """One opened PIL image -> uint8 array (channels, image_size, image_size), by the steps in this file's docstring."""
+    image.seek(0)  # an animated GIF or APNG: its first frame
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit or float grey: scale to 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 / 65535.0 if image.mode != "F" and values.max() > 255 else 1.0
+        image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    image = image.convert("RGB" if channels == 3 else "L")
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != image_size:
+        image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def decode(path, image_size, channels, background):
+    """One image file -> uint8 (C, S, S); a DataError naming the file when it cannot be decoded."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes now: a truncated or corrupt file fails here, not halfway through training
+            return to_array(image, image_size, channels, background)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot read {path} ({reason}); the run stops rather than train on a different set than "
+                        f"the folder holds: remove or replace the file and run again") from None
+
+
+def cache_path(cache_dir, folder, key):
+    """cache_dir/<folder name>_<hash of its absolute path>_<content key>.pt"""
+    name = os.path.basename(os.path.normpath(folder)) or "images"
+    where = hashlib.sha256(os.path.abspath(folder).encode()).hexdigest()[:8]
+    return os.path.join(cache_dir, f"{name}_{where}_{key}.pt")
+
+
+def read_cache(path, key):
+    """The cached (images, labels, test mask), or None when there is none or it is damaged or stale."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        cached = load_file(path, what="image cache")
+        if cached.get("key") != key:
+            return None
+        return cached["images"], cached["labels"], cached["test"]
+    except (CheckpointError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def remove_stale_caches(path):
+    """Older caches of the same folder (same name and path hash, another content key)."""
+    folder, name = os.path.split(path)
+    prefix = name.rsplit("_", 1)[0] + "_"
+    for other in os.listdir(folder):
+        if other.startswith(prefix) and other.endswith(".pt") and other != name:
+            try:
+                os.remove(os.path.join(folder, other))
+            except OSError:
+                pass  # another process's, or already gone: it is only a cache
+
+
+def decoded(folder, cache_dir, image_size, channels, background, progress=True):
+    """(images_NCHW uint8, labels_N int64, test_N bool) of every image of the folder, from the cache or decoded now
+    and cached."""
+    class_names, files = scan(folder)
+    rgb = background_rgb(background)
+    key = content_key(folder, files, (image_size, channels, rgb))
+    path = cache_path(cache_dir, folder, key)
+    cached = read_cache(path, key)
+    if cached is not None:
+        return cached
+    from tqdm import tqdm
+    arrays = [decode(os.path.join(folder, rel), image_size, channels, rgb)
+              for rel, _ in tqdm(files, desc=f"decoding {len(files)} images of {folder}", leave=False,
+                                 disable=None if progress else True)]
+    images = torch.from_numpy(np.stack(arrays))
+    labels = torch.tensor([label for _, label in files], dtype=torch.long)
+    test = torch.arange(len(files)) % VALIDATION_EVERY == VALIDATION_EVERY - 1
+    atomic_save({"key": key, "images": images, "labels": labels, "test": test, "class_names": class_names}, path)
+    remove_stale_caches(path)
+    return images, labels, test
+
+
+def load_split(folder, cache_dir, image_size, channels, background, train):
+    """(images_NCHW uint8, labels_N int64) of the training or the validation split."""
+    images, labels, test = decoded(folder, cache_dir, image_size, channels, background)
+    keep = ~test if train else test
+    return images[keep], labels[keep]
