@@ -112,13 +112,13 @@ def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_v
 
 
 def temperature_sweep(prior, vqvae, cfg, device, dtype, temperatures, n):
-    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, cfg.data.dataset)
+    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, data.describe(cfg.data))
     test_images, _ = data.load_split(cfg.data, train=False)
     _, reference = metrics.classify(classifier, test_images, device)
     rows = []
     _, guidance = config.sampling_settings(cfg, prior)
     for temperature in temperatures:
-        classes, labels = class_ids(n, prior, unconditional=False)
+        classes, labels = class_ids(n, prior, unconditional=False, proportions=data.class_proportions(cfg.data))
         images = data.to_uint8(draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k,
                                            guidance, cfg.sample.batch_size, cfg.seed))
         scores = metrics.score(classifier, images, labels, reference, device)
@@ -160,7 +160,7 @@ def load_priors(cfg, device):
 def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None):
     """Draw n samples at the prior's own temperature and guidance, time them, and score them."""
     prior, vqvae = entry["prior"], entry["vqvae"]
-    classes, labels = class_ids(n, prior, unconditional=False)
+    classes, labels = class_ids(n, prior, unconditional=False, proportions=data.class_proportions(cfg.data))
     temperature, guidance = config.sampling_settings(cfg, prior)
     t0 = time.perf_counter()
     images = draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k, guidance,
@@ -177,7 +177,7 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
 def compare_priors(entries, cfg, device, dtype, n, step_counts):
     """Quality of every prior (and of each tokenizer's reconstructions), plus the priors with reverse steps at
     several step counts."""
-    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, cfg.data.dataset)
+    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, data.describe(cfg.data))
     test_images, test_labels = data.load_split(cfg.data, train=False)
     train_images, train_labels = data.load_split(cfg.data, train=True)
     _, reference = metrics.classify(classifier, test_images, device)
@@ -246,7 +246,7 @@ def run(cfg, args, argv):
     dtype = devices.amp_dtype(device, cfg.amp)
     entries = load_priors(cfg, device)
     if args.sweep or args.report:  # fail now, not after the speed runs
-        metrics.load_classifier(metrics.classifier_path(cfg), device, cfg.data.dataset)
+        metrics.load_classifier(metrics.classifier_path(cfg), device, data.describe(cfg.data))
     machine = describe_machine(device, dtype)
     print(machine)
 
@@ -275,14 +275,14 @@ def run(cfg, args, argv):
     temperatures = [float(t) for t in args.temperatures.split(",")]
     sweep = temperature_sweep(first["prior"], first["vqvae"], cfg, device, dtype, temperatures, args.n)
     # --report: beside the report (_writeup_images/[<dataset>/]), so the report's relative link finds it
-    plot_path = os.path.join(os.path.dirname(args.out), "_writeup_images", data.dataset(cfg.data.dataset).folder,
+    plot_path = os.path.join(os.path.dirname(args.out), "_writeup_images", data.describe(cfg.data).folder,
                              "temperature_sweep.png") if args.report else \
         os.path.join(cfg.results_dir, "benchmark", "temperature_sweep.png")
     figures.plot_sweep(sweep, plot_path)
     print(f"sweep plot: {plot_path}")
     if args.report:
         references = compare_priors(entries, cfg, device, dtype, args.n, args.steps)
-        spec = data.dataset(cfg.data.dataset)
+        spec = data.describe(cfg.data)
         run_facts = {"command": f"python benchmark.py {' '.join(argv)}", "machine": machine, "spec": spec,
                      "classifier": os.path.relpath(metrics.classifier_path(cfg)), "n": args.n,
                      "batch_size": cfg.sample.batch_size,

@@ -15,7 +15,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from datasets import DATASETS
+from datasets import DATASETS, describe
+from files import DataError
 
 def reachable_grid_sizes(image_size):
     """Token-grid sizes the encoder can reach: each stride-2 conv maps n -> ceil(n / 2) (28: 14, 7, 4, 2, 1;
@@ -29,10 +30,15 @@ def reachable_grid_sizes(image_size):
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"          # mnist | fashion_mnist | cifar10 (the entries of data.DATASETS)
-    root: str = "data"              # where the raw files and the token cache live
+    dataset: str = "mnist"          # mnist | fashion_mnist | cifar10 | emoji | folder (the entries of datasets.py)
+    root: str = "data"              # where the raw files, the decoded-image and the token caches live
     train_limit: int = 0            # use only the first N training images (0 = all); tests use a few hundred
     test_limit: int = 0             # same for the test split
+    # data.dataset=folder only: a folder of images (class subfolders = classes; image_folder.py says how it is read)
+    folder: str = ""
+    image_size: int = 32            # images are centre-cropped and resized to this (32: an 8x8 token grid)
+    channels: int = 3               # 3 = RGB, 1 = grey
+    background: str = "white"       # what transparent pixels are composited over: a colour name or #RRGGBB
 
 
 @dataclass
@@ -195,6 +201,11 @@ def sampling_settings(cfg, prior):
 # at temperature 1.0 and guidance 1.5 until their own sweeps say otherwise (priors with progressive guidance still ramp)
 NEUTRAL_SAMPLING = [f"{prior}.{setting}" for prior in PRIORS for setting in ("temperature=1.0", "cfg_scale=1.5")]
 
+# The colour tokenizer and priors sized for a 2-core CPU: 8x8 tokens (each covers 4x4 pixels), a wider tokenizer than
+# MNIST's (colour and texture), and epochs for a dataset of thousands rather than tens of thousands of images
+EMOJI_MODELS = ["vqvae.grid_size=8", "vqvae.codebook_size=512", "vqvae.channels=(32,64,128)", "vqvae_train.epochs=20",
+                "gpt_train.epochs=20", "var_train.epochs=12", "diffusion_train.epochs=20", *NEUTRAL_SAMPLING]
+
 PRESETS = {
     "mnist": [],  # the default: 4x4x1 tokens
     "mnist_7x7x1": ["vqvae.grid_size=7"],
@@ -222,6 +233,11 @@ PRESETS = {
     "cifar10_cpu": ["data.dataset=cifar10", "vqvae.grid_size=8", "vqvae.codebook_size=512", "vqvae.code_dim=16",
                     "vqvae_train.epochs=5", "gpt_train.epochs=3", "var_train.epochs=2", "diffusion_train.epochs=3",
                     *NEUTRAL_SAMPLING],
+    # Emoji (32x32 RGB over white, 9 unbalanced categories, 7.5k images from npm): the colour default for a CPU.
+    # The same models train on any folder of images with --preset folder --set data.folder=PATH
+    "emoji": ["data.dataset=emoji", *EMOJI_MODELS],
+    "emoji_var": ["data.dataset=emoji", *EMOJI_MODELS, "vqvae.scales=(1,2,3,4,6,8)"],
+    "folder": ["data.dataset=folder", *EMOJI_MODELS],
     # tiny models on a few hundred images: the end-to-end test and quick smoke runs
     "tiny": ["data.train_limit=512", "data.test_limit=256", "vqvae.channels=(8,16,16)", "vqvae.num_res_blocks=1",
              "vqvae.codebook_size=32", "vqvae.code_dim=4", "vqvae_train.epochs=1", "vqvae_train.batch_size=64",
@@ -310,7 +326,7 @@ def apply_override(cfg, assignment):
 
 def validate(cfg):
     """Raise ConfigError with a one-line message for the first invalid value."""
-    checks = tokenizer_checks(cfg) + run_checks(cfg) + prior_checks(cfg) + schedule_checks(cfg)
+    checks = run_checks(cfg) + tokenizer_checks(cfg) + prior_checks(cfg) + schedule_checks(cfg)
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
@@ -356,6 +372,9 @@ def run_checks(cfg):
          f"sample.temperatures must be finite numbers above 0 (got {cfg.sample.temperatures})"),
         (cfg.sample.batch_size >= 1 and cfg.sample.per_class >= 1,
          "sample.batch_size and sample.per_class must be at least 1"),
+        (cfg.data.image_size in FOLDER_IMAGE_SIZES,
+         f"data.image_size must be one of {FOLDER_IMAGE_SIZES} (got {cfg.data.image_size})"),
+        (cfg.data.channels in (1, 3), f"data.channels must be 3 (RGB) or 1 (grey) (got {cfg.data.channels})"),
         (cfg.data.train_limit >= 0 and cfg.data.test_limit >= 0,
          "data.train_limit and data.test_limit must be 0 (all) or positive"),
         (cfg.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps (got {cfg.device!r})"),
@@ -418,12 +437,32 @@ def schedule_checks(cfg):
     return checks
 
 
+FOLDER_ONLY = ("data.folder", "data.image_size", "data.channels", "data.background")
+FOLDER_IMAGE_SIZES = (16, 32, 64, 128)
+
+
+def folder_grid_size(image_size):
+    """The token grid of a folder of images unless vqvae.grid_size is set: a token per 4x4 pixels up to 8x8 tokens
+    (32 -> 8x8, 64 -> 8x8 with a token per 8x8 pixels): more tokens would make the prior's sequence, and its
+    attention, grow with the square of the image size on a CPU budget."""
+    return min(8, image_size // 4)
+
+
 def follow_dataset(cfg, assignments=()):
     """Copy the dataset's image size, channels and class count into the fields that follow it, and put its
     checkpoints and results into their own subfolders (MNIST, the first dataset, keeps the top folders)."""
-    spec = DATASETS.get(cfg.data.dataset)
-    if spec is None:
+    if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset data.dataset={cfg.data.dataset!r}; choose one of {', '.join(DATASETS)}")
+    if cfg.data.dataset != "folder":
+        given = [a.split("=", 1)[0].strip() for a in assignments]
+        stray = [name for name in FOLDER_ONLY if name in given]
+        if stray:
+            raise ConfigError(f"{stray[0]} is read only with data.dataset=folder (data.dataset={cfg.data.dataset} "
+                              f"has its own images)")
+    try:
+        spec = describe(cfg.data)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     following = {"vqvae.image_size", "vqvae.image_channels", *(f"{p}.num_classes" for p in prior_sections(cfg))}
     for assignment in assignments:
         name = assignment.split("=", 1)[0].strip()
@@ -431,6 +470,11 @@ def follow_dataset(cfg, assignments=()):
             raise ConfigError(f"{name} follows the dataset ({spec.name}: {spec.channels}x{spec.image_size}x"
                               f"{spec.image_size}, {spec.num_classes} classes); choose data.dataset instead")
     cfg.vqvae.image_size, cfg.vqvae.image_channels = spec.image_size, spec.channels
+    grid_given = any(a.split("=", 1)[0].strip() == "vqvae.grid_size" for a in [*PRESETS[cfg.preset], *assignments])
+    if cfg.data.dataset == "folder" and not grid_given:
+        cfg.vqvae.grid_size = folder_grid_size(spec.image_size)
+        if cfg.vqvae.scales and cfg.vqvae.scales[-1] != cfg.vqvae.grid_size:  # a multi-scale plan up to that grid
+            cfg.vqvae.scales = tuple(s for s in (1, 2, 3, 4, 5, 6, 8) if s <= cfg.vqvae.grid_size)
     for name in prior_sections(cfg):
         getattr(cfg, name).num_classes = spec.num_classes
     if spec.folder:

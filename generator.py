@@ -4,7 +4,7 @@
     python generator.py --prior var                       # ... from checkpoints/var.pt (a kind or a path)
     python generator.py --prior diffusion --steps 8       # 8 reverse steps
     python generator.py --temperature 0.75 --top-k 50     # one grid
-    python generator.py --n 10000 --save samples.npz      # N samples for evaluation (classes cycle 0..9)
+    python generator.py --n 10000 --save samples.npz      # N samples for evaluation (classes in the data's shares)
     python generator.py --unconditional                   # ignore classes ("no class" token)
     python generator.py --prior var --edit inpaint        # zero-shot editing of real test images
     python generator.py --preset fashion_mnist            # from checkpoints/fashion_mnist/gpt.pt
@@ -56,6 +56,7 @@ READ_BY = {
     "unconditional": ("grids", "save"),  # editing conditions on each test image's own class
     "batch_size": ("grids", "save"),
     "n": ("save",),
+    "balanced": ("save",),
     "edit_images": ("edit",),
     "edit_samples": ("edit",),
     "out": ("grids", "edit", "show_process"),  # --save names its own file
@@ -101,6 +102,9 @@ def main(argv=None):
     parser.add_argument("--unconditional", action="store_true", help='draw with the "no class" token')
     parser.add_argument("--n", type=int, default=None, help=f"number of samples for --save (default {SAVE_N})")
     parser.add_argument("--save", default=None, metavar="FILE.npz", help="write N samples to an npz")
+    parser.add_argument("--balanced", action="store_true",
+                        help="--save: the same number of samples of every class, cycling through them (default: "
+                             "each class in its share of the training images, as FID compares distributions)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="samples drawn at once (default: config.sample.batch_size)")
     parser.add_argument("--no-kv-cache", action="store_true", help="GPT/VAR: recompute the prefix every step (slow)")
@@ -129,7 +133,7 @@ def generate(cfg, args, mode):
     batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
     run = SimpleNamespace(
         cfg=cfg, args=args, prior=prior, vqvae=vqvae, device=device, dtype=dtype, temperature=temperature,
-        cfg_scale=cfg_scale, top_k=top_k, class_names=data.dataset(cfg.data.dataset).class_names,
+        cfg_scale=cfg_scale, top_k=top_k, class_names=data.describe(cfg.data).class_names,
         options=dict(top_k=top_k, cfg_scale=cfg_scale, batch_size=batch_size, seed=cfg.seed,
                      use_cache=not args.no_kv_cache, steps=args.steps),
         out_dir=args.out or os.path.join(cfg.results_dir, "generator"), tag=prior.output_prefix)
@@ -173,7 +177,8 @@ def save(run):
     args = run.args
     sampling.check_writable(args.save)
     n = args.n or SAVE_N
-    classes, labels = sampling.class_ids(n, run.prior, args.unconditional)
+    proportions = None if args.balanced or args.unconditional else data.class_proportions(run.cfg.data)
+    classes, labels = sampling.class_ids(n, run.prior, args.unconditional, proportions)
     t0 = time.time()
     images = sampling.draw_images(run.prior, run.vqvae, classes, run.device, run.dtype, run.temperature,
                                   progress=True, **run.options)

@@ -11,7 +11,8 @@ Files whose extension Pillow does not read are ignored (a README, .DS_Store); a 
 cannot be decoded stops the run and is named: skipping it would train on another dataset than the folder shows.
 
 The split is fixed by file names: in sorted order of relative paths, every tenth image (the 10th, 20th, ...) is
-validation, the same on every machine. The decoded images are cached once per folder as one uint8 tensor file keyed
+validation, the same on every machine. Each split is then kept in an order fixed by a hash of the file names, so that
+its first N images are a fair sample of every class. The decoded images are cached once per folder as one uint8 tensor file keyed
 by the folder's contents (every file's relative path, size and modification time) and the preprocessing settings,
 so an epoch never re-reads the files and a changed folder is decoded again.
 """
@@ -178,9 +179,13 @@ def decoded(folder, cache_dir, image_size, channels, background, progress=True):
     arrays = [decode(os.path.join(folder, rel), image_size, channels, rgb)
               for rel, _ in tqdm(files, desc=f"decoding {len(files)} images of {folder}", leave=False,
                                  disable=None if progress else True)]
-    images = torch.from_numpy(np.stack(arrays))
-    labels = torch.tensor([label for _, label in files], dtype=torch.long)
     test = torch.arange(len(files)) % VALIDATION_EVERY == VALIDATION_EVERY - 1
+    # stored in an order fixed by a hash of each file's name, not by class: the first N of a split (data.train_limit,
+    # evaluate.py's real-image rows) are then a fair sample of every class
+    order = sorted(range(len(files)), key=lambda i: hashlib.sha1(files[i][0].encode()).hexdigest())
+    images = torch.from_numpy(np.stack([arrays[i] for i in order]))
+    labels = torch.tensor([files[i][1] for i in order], dtype=torch.long)
+    test = test[order]
     atomic_save({"key": key, "images": images, "labels": labels, "test": test, "class_names": class_names}, path)
     remove_stale_caches(path)
     return images, labels, test

@@ -26,7 +26,7 @@ import data
 import device as devices
 from checkpoint import CheckpointError, check_dataset, default_path, load_checkpoint
 from files import atomic_save
-from models.classifier import Classifier
+from models.classifier import ROTATIONS, Classifier
 
 
 # --- the metrics (pure functions on feature arrays) --------------------------------------------------------------
@@ -87,15 +87,41 @@ def precision_recall(real, fake, k=3):
 
 # --- the classifier -----------------------------------------------------------------------------------------------
 
-def train_classifier(cfg, path, epochs=4, batch_size=128):
-    """Train the feature network once on the dataset's training split (random +-2 px shifts), report test accuracy,
-    save atomically."""
+# training images the classifier sees: MNIST's 4 epochs, more epochs for smaller datasets, at most MAX_EPOCHS
+CLASSIFIER_IMAGE_PASSES, CLASSIFIER_MAX_EPOCHS = 240_000, 40
+
+
+def classifier_batch(images_uint8, labels, rotations, size, rng):
+    """A training batch in [-1, 1], shifted by up to 2 pixels; with rotations, each image turned by a random quarter
+    turn that becomes its label (the task of a dataset with one class: it has no labels to learn features from)."""
+    x = data.to_model_range(images_uint8)
+    shift = torch.randint(-2, 3, (2,), generator=rng).tolist()
+    x = torch.roll(F.pad(x, (2, 2, 2, 2), value=-1.0), shifts=shift, dims=(2, 3))[..., 2:2 + size, 2:2 + size]
+    if rotations:
+        labels = torch.randint(0, ROTATIONS, (len(x),), generator=rng)
+        x = torch.stack([torch.rot90(image, int(k), dims=(1, 2)) for image, k in zip(x, labels)])
+    return x, labels
+
+
+def classifier_accuracy(model, images_uint8, labels, rotations, device):
+    """Test accuracy: of the class, or with rotations of each test image's quarter turn (all four, each image)."""
+    if not rotations:
+        return classify(model, images_uint8, device)[0].argmax(1).eq(labels).float().mean().item()
+    turned = [torch.rot90(images_uint8, k, dims=(2, 3)) for k in range(ROTATIONS)]
+    hits = [classify(model, images, device)[0].argmax(1).eq(k).float() for k, images in enumerate(turned)]
+    return torch.cat(hits).mean().item()
+
+
+def train_classifier(cfg, path, batch_size=128):
+    """Train the feature network once on the dataset's training split (random +-2 px shifts; a dataset of one class
+    learns to tell quarter turns apart instead, Gidaris et al. 2018), report test accuracy, save atomically."""
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
     train_images, train_labels = data.load_split(cfg.data, train=True)
     test_images, test_labels = data.load_split(cfg.data, train=False)
-    spec = data.dataset(cfg.data.dataset)
-    size = spec.image_size
+    spec = data.describe(cfg.data)
+    rotations = spec.num_classes == 1
+    epochs = min(CLASSIFIER_MAX_EPOCHS, max(4, math.ceil(CLASSIFIER_IMAGE_PASSES / len(train_images))))
     model = Classifier.for_dataset(spec).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     total = epochs * math.ceil(len(train_images) / batch_size)
@@ -105,29 +131,28 @@ def train_classifier(cfg, path, epochs=4, batch_size=128):
         rng = torch.Generator().manual_seed(cfg.seed + epoch)
         for batch in tqdm(data.batch_indices(len(train_images), batch_size, rng), desc=f"classifier epoch {epoch}",
                           leave=False):
-            x = data.to_model_range(train_images[batch])
-            shift = torch.randint(-2, 3, (2,), generator=rng).tolist()
-            x = torch.roll(F.pad(x, (2, 2, 2, 2), value=-1.0), shifts=shift, dims=(2, 3))[..., 2:2 + size, 2:2 + size]
-            loss = F.cross_entropy(model(x.to(device))[0], train_labels[batch].to(device))
+            x, y = classifier_batch(train_images[batch], train_labels[batch], rotations, spec.image_size, rng)
+            loss = F.cross_entropy(model(x.to(device))[0], y.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-        accuracy = classify(model, test_images, device)[0].argmax(1).eq(test_labels).float().mean().item()
-        print(f"classifier epoch {epoch}: test accuracy {accuracy:.4f}")
-    atomic_save({"kind": "classifier", "dataset": spec.name, "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                 "test_accuracy": accuracy}, path)
+        accuracy = classifier_accuracy(model, test_images, test_labels, rotations, device)
+        print(f"classifier epoch {epoch}: test accuracy {accuracy:.4f}{' (quarter turns)' * rotations}")
+    atomic_save({"kind": "classifier", "dataset": spec.key, "task": "rotations" if rotations else "classes",
+                 "model": {k: v.cpu() for k, v in model.state_dict().items()}, "test_accuracy": accuracy}, path)
     print(f"classifier: {path} (test accuracy {accuracy:.2%})")
     return model.eval()
 
 
 # The evaluator's weights ship with the repo for the datasets below, with their SHA-256: every machine then scores
 # with the same feature network, as every paper's FID uses the same Inception weights, and figures compare across
-# machines. `--train-classifier` rebuilds one in the checkpoint folder (README says how close a rebuild comes).
+# machines. `--train-classifier` rebuilds one in the checkpoint folder (RESULTS.md says how close a rebuild comes).
 EVALUATOR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluator")
 SHIPPED_SHA256 = {
     "mnist": "7e3abb5339fb6878f5845b8da4d8fc8f9c41940c31ea540ce92750c4c2667093",
     "fashion_mnist": "6f7d415a6291016c8c900ce1e5f52c244ce85fc5a7564c176b8dec97058d4110",
+    "emoji": "44557638b059c072fc680332662e70ca3e94c747f9e4a8ef0c3b9191e5d840d1",
 }
 
 
@@ -153,13 +178,14 @@ def verify_shipped(path, dataset):
                               f"{SHIPPED_SHA256[dataset][:12]}...); restore it with: git checkout -- {path}")
 
 
-def load_classifier(path, device, dataset=config.DataConfig.dataset):
-    """The evaluator's classifier of a dataset (refusing one of another dataset, and shipped weights that changed)."""
-    spec = data.dataset(dataset)
-    preset = "" if dataset == config.DataConfig.dataset else f" --set data.dataset={dataset}"
-    verify_shipped(path, dataset)
+def load_classifier(path, device, spec=config.DataConfig.dataset):
+    """The evaluator's classifier of a dataset (its Dataset, or the name of a built-in one), refusing one of another
+    dataset (or of a folder of images as it was before it changed) and shipped weights that changed."""
+    spec = data.dataset(spec) if isinstance(spec, str) else spec
+    preset = "" if spec.name == config.DataConfig.dataset else f" --set data.dataset={spec.name}"
+    verify_shipped(path, spec.name)
     ckpt = load_checkpoint(path, "classifier", hint=f"; build it with: python evaluate.py --train-classifier{preset}")
-    check_dataset(ckpt, path, dataset)
+    check_dataset(ckpt, path, spec.key)
     model = Classifier.for_dataset(spec)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()

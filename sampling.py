@@ -78,12 +78,32 @@ def sampling_point(cfg, prior, args):
             cfg_scale if args.cfg is None else args.cfg)
 
 
-def class_ids(n, prior, unconditional):
-    """Classes cycling 0..num_classes-1 (or all "no class"), and the labels to record for them (-1 = none)."""
-    cycle = torch.arange(n) % prior.cfg.num_classes
+def class_ids(n, prior, unconditional, proportions=None):
+    """Class ids for n samples, and the labels to record for them (-1 = none): all "no class" when unconditional;
+    with proportions (each class's share, classes_C summing to 1, e.g. data.class_proportions) the count of each
+    class follows them, the classes spread evenly through the sequence; else cycling 0..num_classes-1."""
     if unconditional:
         return torch.full((n,), prior.no_class), torch.full((n,), -1)
-    return cycle, cycle
+    if proportions is None:
+        cycle = torch.arange(n) % prior.cfg.num_classes
+        return cycle, cycle
+    counts = proportional_counts(n, proportions)
+    # class c's j-th sample sits at (j + 0.5) / count_c of the way through: any stretch holds each class in its share
+    place = torch.cat([(torch.arange(int(k)) + 0.5) / int(k) for k in counts])
+    classes = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    order = sorted(range(n), key=lambda i: (place[i].item(), classes[i].item()))
+    classes = classes[order]
+    return classes, classes.clone()
+
+
+def proportional_counts(n, proportions):
+    """n split into whole counts in the given proportions (largest remainders), summing to n."""
+    exact = proportions.double() / proportions.sum() * n
+    counts = exact.floor().long()
+    remainders = (exact - counts).tolist()
+    for c in sorted(range(len(counts)), key=lambda c: (-remainders[c], c))[:n - int(counts.sum())]:
+        counts[c] += 1
+    return counts
 
 
 def save_npz(path, images_N1HW, labels_N):

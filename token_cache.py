@@ -12,7 +12,8 @@ from files import CheckpointError, atomic_save, load_file
 
 def token_cache_path(data_cfg, tokenizer_id):
     limits = f"_{data_cfg.train_limit}_{data_cfg.test_limit}" if (data_cfg.train_limit or data_cfg.test_limit) else ""
-    return os.path.join(data_cfg.root, "tokens", f"{data_cfg.dataset}_{tokenizer_id}{limits}.pt")
+    name = data.describe(data_cfg).key.replace(":", "_")  # a folder's key names its contents
+    return os.path.join(data_cfg.root, "tokens", f"{name}_{tokenizer_id}{limits}.pt")
 
 
 @torch.no_grad()

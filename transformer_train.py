@@ -30,7 +30,7 @@ import figures
 import sampling
 import token_cache
 import training
-from checkpoint import CheckpointError, build_prior, default_path, load_vqvae, tokenizer_path
+from checkpoint import CheckpointError, build_prior, dataset_of, default_path, load_vqvae, tokenizer_path
 from files import RunLock, atomic_save, ensure_folder
 from models.prior import prior_class, priors_with, registered
 
@@ -93,7 +93,7 @@ def train_epoch(model, loss_fn, optimizer, scaler, tokens_NL, labels_N, tc, epoc
 def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
     """One row per class at the prior's sampling temperature and guidance, from a fixed seed so grids of different
     epochs compare."""
-    names = data.dataset(cfg.data.dataset).class_names
+    names = data.describe(cfg.data).class_names
     classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
     temperature, cfg_scale = config.sampling_settings(cfg, model)
     images = sampling.draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg_scale, seed=seed)
@@ -126,6 +126,16 @@ def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset, preset=None):
                           f"or train --prior {' or --prior '.join(readers)} on it")
 
 
+def check_same_images(vqvae_ckpt, vqvae_path, spec):
+    """A folder of images that changed since its tokenizer was trained is another dataset: the prior would learn the
+    tokens of images the tokenizer never saw, so it refuses (checkpoints from before the key hold the name)."""
+    trained_on = vqvae_ckpt.get("data_key", dataset_of(vqvae_ckpt))
+    if trained_on != spec.key:
+        raise CheckpointError(f"{vqvae_path} was trained on the folder {spec.title} as it was then ({trained_on}); it "
+                              f"has changed since ({spec.key}): train the tokenizer again (vqvae_train.py with the "
+                              f"same flags and --overwrite), or restore the folder")
+
+
 def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
     """Train (or continue) a prior of a registered kind; one run at a time per checkpoint file (rank 0 holds the
     lock)."""
@@ -143,6 +153,7 @@ def tokenizer_and_tokens(cfg, prior_cls, vqvae_path, device):
     training and validation, encoded once and cached."""
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset, preset=cfg.preset)
     check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset, cfg.preset)
+    check_same_images(vqvae_ckpt, vqvae_path, data.describe(cfg.data))
     tokenizer_id = vqvae_ckpt["tokenizer_id"]
     with distributed.main_first():  # rank 0 encodes and caches; the others then read the cache
         tokens = token_cache.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
@@ -179,6 +190,9 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
     optimizer = make_optimizer(model, tc)
     scaler = devices.grad_scaler(device, dtype)
     run_cfg = {**training.run_config(cfg, "data", kind, f"{kind}_train"), "tokenizer_id": tokenizer_id}
+    data_key = data.describe(cfg.data).key
+    if data_key != cfg.data.dataset:  # a folder of images: resuming on changed contents is another run
+        run_cfg["data_key"] = data_key
     start_epoch, history, elapsed = 1, [], 0.0
     if resume:
         ckpt = training.resume_state(ckpt_path, kind, run_cfg, f"{kind}_train")
@@ -206,7 +220,7 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
         val_loss = validation_loss(model, test_tokens, test_labels, device, dtype, seed=cfg.seed)
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                         "val_bits_per_token": val_loss / math.log(2), "seconds": elapsed})
-        atomic_save({"kind": kind, "dataset": cfg.data.dataset, "config": config.to_dict(model.cfg),
+        atomic_save({"kind": kind, "dataset": cfg.data.dataset, "data_key": data_key, "config": config.to_dict(model.cfg),
                      "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                      "history": history, "run_config": run_cfg, **vqvae.token_info(),
                      "tokenizer_id": tokenizer_id, "vqvae_path": vqvae_path,
@@ -217,7 +231,7 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
             save_epoch_figures(model, vqvae, cfg, device, dtype, epoch, history, results_dir, name)
         distributed.barrier()
     if prior_cls.reverse_process and distributed.is_main():
-        names = data.dataset(cfg.data.dataset).class_names
+        names = data.describe(cfg.data).class_names
         frames = sampling.reverse_process_frames(model, vqvae, torch.arange(len(names)), device, dtype, cfg.seed)
         figures.save_reverse_process(frames, names, os.path.join(results_dir, "reverse_process"))
     print(f"checkpoint: {ckpt_path}\nsamples and curves: {results_dir}/")

@@ -228,6 +228,9 @@ def run(cfg, resume):
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.vqvae_train.lr, weight_decay=cfg.vqvae_train.weight_decay)
     scaler = devices.grad_scaler(device, dtype)
     run_cfg = training.run_config(cfg, "data", "vqvae", "vqvae_train")
+    data_key = data.describe(cfg.data).key
+    if data_key != cfg.data.dataset:  # a folder of images: resuming on changed contents is another run
+        run_cfg["data_key"] = data_key
     adversary = Adversary(cfg, device) if cfg.vqvae_train.gan_weight > 0 else None
     start_epoch, history, elapsed = 1, [], 0.0
     if resume:
@@ -265,7 +268,8 @@ def run(cfg, resume):
         history.append({"epoch": epoch, **train_stats, "val_mse": val["val_mse"],
                         "usage": min(val["usage"]), "seconds": elapsed})
         model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_save({"kind": "vqvae", "dataset": cfg.data.dataset, "config": config.to_dict(cfg.vqvae),
+        atomic_save({"kind": "vqvae", "dataset": cfg.data.dataset, "data_key": data_key,
+                     "config": config.to_dict(cfg.vqvae),
                      "model": model_cpu,
                      "history": history, "run_config": run_cfg, "metrics": val,
                      "tokenizer_id": tokenizer_id,

@@ -7,6 +7,7 @@ by 4 (28 for MNIST and Fashion-MNIST, 32 for CIFAR-10).
 import torch.nn as nn
 
 FEATURE_DIM = 128
+ROTATIONS = 4  # a dataset of one class (an unlabelled folder) trains the features to tell quarter turns apart
 
 
 class Classifier(nn.Module):
@@ -25,7 +26,7 @@ class Classifier(nn.Module):
 
     @classmethod
     def for_dataset(cls, spec):
-        return cls(spec.channels, spec.image_size, spec.num_classes)
+        return cls(spec.channels, spec.image_size, spec.num_classes if spec.num_classes > 1 else ROTATIONS)
 
     def forward(self, x_BCHW):
         """(logits_BN, features_BF): the features are the penultimate activations used for FID."""

@@ -2,6 +2,7 @@
 checked against their checksums), the CIFAR-10 reader on a synthetic archive, the error messages, value ranges,
 batching, and the token cache."""
 import dataclasses
+import json
 import os
 import pickle
 import shutil
@@ -82,7 +83,7 @@ def test_fallback_installs_the_offline_files_and_loads_them(tmp_path, fake_idx_d
     test_images, test_labels = datasets.load_idx_dataset(source, root, train=False)
     assert torch.equal(test_images[:, 0], torch.from_numpy(arrays["t10k"][0].astype(np.uint8)))
     assert len(test_labels) == N_TEST
-    assert sorted(os.listdir(raw_dir)) == sorted(fetch.IDX_FILES)  # no .part left
+    assert sorted(os.listdir(raw_dir)) == sorted([*fetch.IDX_FILES, fetch.VERIFIED])  # no .part left; checked
 
 
 def test_offline_files_that_fail_their_checksums_are_refused_and_not_installed(tmp_path, fake_idx_dir, offline):
@@ -132,9 +133,11 @@ def test_install_idx_files_names_the_missing_files(tmp_path):
 
 
 def test_the_dataset_entries_describe_size_channels_and_classes():
-    assert set(datasets.DATASETS) == {"mnist", "fashion_mnist", "cifar10"}
+    assert set(datasets.DATASETS) == {"mnist", "fashion_mnist", "cifar10", "emoji", "folder"}
     for spec in datasets.DATASETS.values():
-        assert spec.num_classes == len(set(spec.class_names)) == 10
+        if spec.resolve:  # a folder of images: what the folder holds (test_image_folder.py)
+            continue
+        assert spec.num_classes == len(set(spec.class_names)) == (9 if spec.name == "emoji" else 10)
         assert spec.image_shape == (spec.channels, spec.image_size, spec.image_size)
     assert data.dataset("cifar10").image_shape == (3, 32, 32) and data.dataset("fashion_mnist").class_names[0] == "T-shirt"
     with pytest.raises(DataError, match="unknown dataset 'svhn'"):
@@ -142,6 +145,19 @@ def test_the_dataset_entries_describe_size_channels_and_classes():
 
 
 # --- CIFAR-10 in its own format: a synthetic archive -------------------------------------------------------------
+
+def write_verified_record(folder, names, mtime=1_700_000_000):
+    """The record fetch.verify_once leaves beside files it has checked, for these synthetic batches: no synthetic file
+    can meet CIFAR-10's real checksums, so the test stands in a copy already checked (whole-second modification
+    times, which the archive keeps through unpacking)."""
+    record = {}
+    for name in names:
+        path = os.path.join(folder, name)
+        os.utime(path, (mtime, mtime))
+        record[name] = [os.path.getsize(path), mtime * 10 ** 9, fetch.CIFAR_BATCH_MD5[name]]
+    with open(os.path.join(folder, fetch.VERIFIED), "w") as f:
+        json.dump(record, f)
+
 
 def write_cifar_archive(root, n_per_batch=40, seed=0):
     """root/cifar-10-python.tar.gz holding cifar-10-batches-py/ with five training batches and a test batch in the
@@ -158,6 +174,7 @@ def write_cifar_archive(root, n_per_batch=40, seed=0):
         written[name] = (pixels, labels)
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
         pickle.dump({b"label_names": [n.encode() for n in data.dataset("cifar10").class_names]}, f, protocol=2)
+    write_verified_record(folder, written)
     with tarfile.open(os.path.join(root, fetch.CIFAR_ARCHIVE), "w:gz") as tar:
         tar.add(folder, arcname=fetch.CIFAR_FOLDER)
     shutil.rmtree(os.path.join(root, "build"))
