@@ -201,10 +201,12 @@ def sampling_settings(cfg, prior):
 # at temperature 1.0 and guidance 1.5 until their own sweeps say otherwise (priors with progressive guidance still ramp)
 NEUTRAL_SAMPLING = [f"{prior}.{setting}" for prior in PRIORS for setting in ("temperature=1.0", "cfg_scale=1.5")]
 
-# The colour tokenizer and priors sized for a 2-core CPU: 8x8 tokens (each covers 4x4 pixels), a wider tokenizer than
-# MNIST's (colour and texture), and epochs for a dataset of thousands rather than tens of thousands of images
-EMOJI_MODELS = ["vqvae.grid_size=8", "vqvae.codebook_size=512", "vqvae.channels=(32,64,128)", "vqvae_train.epochs=20",
-                "gpt_train.epochs=20", "var_train.epochs=12", "diffusion_train.epochs=20", *NEUTRAL_SAMPLING]
+# The colour tokenizer and priors sized for a 2-core CPU: a wider tokenizer than MNIST's (colour and texture), and
+# epochs for a dataset of thousands rather than tens of thousands of images; 8x8 tokens for 32x32 emoji (each covers
+# 4x4 pixels), and for a folder the grid its image size gives (config.folder_grid_size)
+EMOJI_MODELS = ["vqvae.codebook_size=1024", "vqvae.channels=(32,64,128)", "vqvae_train.epochs=12",
+                "vqvae_train.gan_weight=0",  # MSE only: the adversary's gain on emoji did not pay its time (RESULTS.md)
+                "gpt_train.epochs=20", "var_train.epochs=10", "diffusion_train.epochs=20", *NEUTRAL_SAMPLING]
 
 PRESETS = {
     "mnist": [],  # the default: 4x4x1 tokens
@@ -235,8 +237,8 @@ PRESETS = {
                     *NEUTRAL_SAMPLING],
     # Emoji (32x32 RGB over white, 9 unbalanced categories, 7.5k images from npm): the colour default for a CPU.
     # The same models train on any folder of images with --preset folder --set data.folder=PATH
-    "emoji": ["data.dataset=emoji", *EMOJI_MODELS],
-    "emoji_var": ["data.dataset=emoji", *EMOJI_MODELS, "vqvae.scales=(1,2,3,4,6,8)"],
+    "emoji": ["data.dataset=emoji", "vqvae.grid_size=8", *EMOJI_MODELS],
+    "emoji_var": ["data.dataset=emoji", "vqvae.grid_size=8", *EMOJI_MODELS, "vqvae.scales=(1,2,3,4,6,8)"],
     "folder": ["data.dataset=folder", *EMOJI_MODELS],
     # tiny models on a few hundred images: the end-to-end test and quick smoke runs
     "tiny": ["data.train_limit=512", "data.test_limit=256", "vqvae.channels=(8,16,16)", "vqvae.num_res_blocks=1",
@@ -373,7 +375,7 @@ def run_checks(cfg):
         (cfg.sample.batch_size >= 1 and cfg.sample.per_class >= 1,
          "sample.batch_size and sample.per_class must be at least 1"),
         (cfg.data.image_size in FOLDER_IMAGE_SIZES,
-         f"data.image_size must be one of {FOLDER_IMAGE_SIZES} (got {cfg.data.image_size})"),
+         f"data.image_size must be a multiple of 4 from 16 to 128 (got {cfg.data.image_size})"),
         (cfg.data.channels in (1, 3), f"data.channels must be 3 (RGB) or 1 (grey) (got {cfg.data.channels})"),
         (cfg.data.train_limit >= 0 and cfg.data.test_limit >= 0,
          "data.train_limit and data.test_limit must be 0 (all) or positive"),
@@ -438,14 +440,14 @@ def schedule_checks(cfg):
 
 
 FOLDER_ONLY = ("data.folder", "data.image_size", "data.channels", "data.background")
-FOLDER_IMAGE_SIZES = (16, 32, 64, 128)
+FOLDER_IMAGE_SIZES = range(16, 129, 4)  # data.image_size: a multiple of 4 from 16 to 128 (the classifier pools twice)
 
 
 def folder_grid_size(image_size):
-    """The token grid of a folder of images unless vqvae.grid_size is set: a token per 4x4 pixels up to 8x8 tokens
-    (32 -> 8x8, 64 -> 8x8 with a token per 8x8 pixels): more tokens would make the prior's sequence, and its
-    attention, grow with the square of the image size on a CPU budget."""
-    return min(8, image_size // 4)
+    """The token grid of a folder of images unless vqvae.grid_size is set: about a token per 4x4 pixels, at most
+    8x8 tokens (28 -> 7x7, 32 -> 8x8, 64 -> 8x8 with a token per 8x8 pixels): more tokens would make the prior's
+    sequence, and its attention, grow with the square of the image size on a CPU budget."""
+    return max(g for g in reachable_grid_sizes(image_size) if g <= min(8, image_size // 4))
 
 
 def follow_dataset(cfg, assignments=()):
