@@ -14,7 +14,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import config  # noqa: E402
-from script_runs import dirs_of, finish, run, run_together, start  # noqa: E402
+from script_runs import EDIT_IMAGES, EDIT_SAMPLES, copy_run, dirs_of, finish, run, run_together, start  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -42,12 +42,6 @@ def trained_tokenizers(tmp_path_factory):
     return single, multi
 
 
-def copy_run(source, root):
-    """A trained run's folders (ck/ and res/) into root, where a test may change them."""
-    for folder in ("ck", "res"):
-        shutil.copytree(source / folder, root / folder, dirs_exist_ok=True)
-
-
 @pytest.fixture(scope="session")
 def pipeline(trained_tokenizers, tmp_path_factory):
     """The three scripts on the `tiny` preset, as a user runs them: the tokenizer (the shared one, trained in a
@@ -59,9 +53,6 @@ def pipeline(trained_tokenizers, tmp_path_factory):
     run("transformer_train.py", *dirs)
     run_together(("generator.py", *dirs), ("generator.py", *dirs, "--n", "30", "--save", str(root / "samples.npz")))
     return root, dirs
-
-
-EDIT_IMAGES, EDIT_SAMPLES = 3, 2
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,3 +169,12 @@ def assert_one_line_error(result, *fragments):
 def dirs_of(root):
     """The --set flags that put a run's checkpoints under root/ck and its figures under root/res."""
     return ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
+
+
+def copy_run(source, root):
+    """A trained run's folders (ck/ and res/) into root, where a test may change them."""
+    for folder in ("ck", "res"):
+        shutil.copytree(source / folder, root / folder, dirs_exist_ok=True)
+
+
+EDIT_IMAGES, EDIT_SAMPLES = 3, 2  # the edit grids of conftest.py's `priors`: test images, results per image

@@ -15,8 +15,7 @@ import sys
 import pytest
 import torch
 
-from conftest import copy_run
-from script_runs import ENV, REPO, dirs_of, run
+from script_runs import ENV, REPO, copy_run, dirs_of, run
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from checkpoint import load_pair
-from conftest import EDIT_IMAGES, EDIT_SAMPLES
-from script_runs import assert_one_line_error, run, run_in_process
+from script_runs import EDIT_IMAGES, EDIT_SAMPLES, assert_one_line_error, run, run_in_process
+from script_runs import ENV, REPO  # noqa: F401  (other test modules import these, and run, from here)
 
 
 def open_png(path):
