@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from script_runs import ENV, REPO, copy_run, dirs_of, run
+from script_runs import ENV, REPO, copy_run, dirs_of, finish, start
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
@@ -67,8 +67,11 @@ def test_the_gpt_matches_the_single_process_run_on_the_same_global_batch(tokeniz
     for name in ("single", "double"):
         (tmp_path / name / "ck").mkdir(parents=True)
         shutil.copyfile(one / "ck" / "vqvae.pt", tmp_path / name / "ck" / "vqvae.pt")
-    run("transformer_train.py", *dirs_of(tmp_path / "single"), *flags)
-    torchrun("transformer_train.py", *dirs_of(tmp_path / "double"), *flags)
+    single = start("transformer_train.py", *dirs_of(tmp_path / "single"), *flags)  # beside the two processes
+    try:
+        torchrun("transformer_train.py", *dirs_of(tmp_path / "double"), *flags)
+    finally:
+        finish(single)
     a, b = load(tmp_path / "single" / "ck" / "gpt.pt"), load(tmp_path / "double" / "ck" / "gpt.pt")
     for row_a, row_b in zip(a["history"], b["history"]):
         assert row_b["train_loss"] == pytest.approx(row_a["train_loss"], abs=1e-4)

@@ -5,7 +5,7 @@ The runs are conftest.py's session fixtures `pipeline` and `priors`, shared with
 Real MNIST (data.root keeps its default "data"; fetched if missing); every output goes under a tmp folder.
 One torch thread per process: on a busy 2-core machine two OpenMP threads make these tiny models ~100x slower.
 The one-line errors that stop a script before it trains or draws are checked through the script's main(argv) in
-this process (script_runs.run_in_process); a few go through the command line, as the rest of the runs do.
+this process (script_runs.run_in_process, checked against the command line in test_flags.py).
 """
 import os
 
@@ -91,7 +91,7 @@ def test_generator_is_reproducible_with_the_same_seed(pipeline):
 def test_resume_with_another_config_fails_with_one_line(pipeline):
     root, dirs = pipeline
     before = torch.load(root / "ck" / "gpt.pt", weights_only=True)["epoch"]
-    result = run("transformer_train.py", *dirs, "--resume", "--set", "gpt_train.lr=0.01", check=False)
+    result = run_in_process("transformer_train.py", *dirs, "--resume", "--set", "gpt_train.lr=0.01", check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
@@ -111,7 +111,7 @@ def test_resume_of_a_finished_run_with_the_same_config_does_nothing(pipeline):
 
 def test_generator_with_missing_prior_fails_with_one_line(pipeline):
     root, dirs = pipeline
-    result = run("generator.py", *dirs, "--prior", str(root / "nonexistent.pt"), check=False)
+    result = run_in_process("generator.py", *dirs, "--prior", str(root / "nonexistent.pt"), check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
