@@ -14,6 +14,7 @@ import fetch
 from PIL import Image
 
 import config
+from script_runs import run_in_process, run_together
 from test_data import write_cifar_archive
 from test_end_to_end import assert_one_line_error, grid_size_px, run
 
@@ -39,15 +40,15 @@ def fashion(tmp_path_factory):
             "--set", "data.dataset=fashion_mnist"]
     run("vqvae_train.py", *args)
     run("transformer_train.py", *args)
-    run("generator.py", *args)
-    run("generator.py", *args, "--n", "20", "--save", str(root / "samples.npz"))
-    run("evaluate.py", *args, "--train-classifier")
-    # drawn at the GPT's own temperature, read from its config section at sampling time
-    report = json.loads(run("evaluate.py", *args, "--set", "gpt.temperature=0.9", "--n", "40",
-                            "--json").stdout.strip().splitlines()[-1])
+    # then the runs that read the trained checkpoints and write files of their own, side by side
+    run_together(("generator.py", *args), ("generator.py", *args, "--n", "20", "--save", str(root / "samples.npz")),
+                 ("evaluate.py", *args, "--train-classifier"))
     (root / "RESULTS.md").write_text("# Results\n\n<!-- mnist -->\n## MNIST\nkept as it was\n<!-- /mnist -->\n")
-    run("benchmark.py", *args, "--report", "--n", "40", "--repeats", "1", "--batch-sizes", "2",
-        "--temperatures", "1.0", "--out", str(root / "RESULTS.md"))
+    # drawn at the GPT's own temperature, read from its config section at sampling time
+    evaluated, _ = run_together(("evaluate.py", *args, "--set", "gpt.temperature=0.9", "--n", "40", "--json"),
+                                ("benchmark.py", *args, "--report", "--n", "40", "--repeats", "1", "--batch-sizes",
+                                 "2", "--temperatures", "1.0", "--out", str(root / "RESULTS.md")))
+    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
     return root, args, report
 
 
@@ -94,10 +95,10 @@ def test_a_checkpoint_of_one_dataset_is_refused_on_another(fashion):
     root, _, _ = fashion
     ck = root / "ck" / "fashion_mnist"
     mnist_dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
-    assert_one_line_error(run("generator.py", *mnist_dirs, "--prior", str(ck / "gpt.pt"), check=False),
+    assert_one_line_error(run_in_process("generator.py", *mnist_dirs, "--prior", str(ck / "gpt.pt"), check=False),
                           "fashion_mnist", "data.dataset=fashion_mnist")
-    assert_one_line_error(run("transformer_train.py", *mnist_dirs, "--vqvae", str(ck / "vqvae.pt"), check=False),
-                          "fashion_mnist")
+    assert_one_line_error(run_in_process("transformer_train.py", *mnist_dirs, "--vqvae", str(ck / "vqvae.pt"),
+                                         check=False), "fashion_mnist")
     assert not (root / "ck" / "gpt.pt").exists()
 
 

@@ -5,6 +5,8 @@ Tolerances: the GPT without dropout follows exactly the single-process computati
 gradient sum (DDP averages two half-batch means), so its weights agree to ~1e-6 and losses to ~1e-7; we allow 1e-4.
 The VQ-VAE agrees less closely by design: codes are started and restarted on random encoder outputs of rank 0's
 half of the batch rather than of the whole batch; its reconstruction error after an epoch agrees within 5%.
+
+The single-process tokenizers are conftest.py's (trained once per session), copied where a run writes beside them.
 """
 import shutil
 import subprocess
@@ -13,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from test_end_to_end import ENV, REPO, run
+from script_runs import ENV, REPO, copy_run, dirs_of, finish, start
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
@@ -25,19 +27,14 @@ def torchrun(script, *args, preset="tiny"):
     return result
 
 
-def dirs_of(root):
-    return ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
-
-
 def load(path):
     return torch.load(path, weights_only=True)
 
 
 @pytest.fixture(scope="module")
-def tokenizers(tmp_path_factory):
-    """The VQ-VAE trained once by one process and once by two."""
-    one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
-    run("vqvae_train.py", *dirs_of(one))
+def tokenizers(trained_tokenizers, tmp_path_factory):
+    """The VQ-VAE trained once by one process (the session's tiny tokenizer: read only) and once by two."""
+    one, two = trained_tokenizers[0], tmp_path_factory.mktemp("two")
     result = torchrun("vqvae_train.py", *dirs_of(two))
     return one, two, result
 
@@ -70,8 +67,11 @@ def test_the_gpt_matches_the_single_process_run_on_the_same_global_batch(tokeniz
     for name in ("single", "double"):
         (tmp_path / name / "ck").mkdir(parents=True)
         shutil.copyfile(one / "ck" / "vqvae.pt", tmp_path / name / "ck" / "vqvae.pt")
-    run("transformer_train.py", *dirs_of(tmp_path / "single"), *flags)
-    torchrun("transformer_train.py", *dirs_of(tmp_path / "double"), *flags)
+    single = start("transformer_train.py", *dirs_of(tmp_path / "single"), *flags)  # beside the two processes
+    try:
+        torchrun("transformer_train.py", *dirs_of(tmp_path / "double"), *flags)
+    finally:
+        finish(single)
     a, b = load(tmp_path / "single" / "ck" / "gpt.pt"), load(tmp_path / "double" / "ck" / "gpt.pt")
     for row_a, row_b in zip(a["history"], b["history"]):
         assert row_b["train_loss"] == pytest.approx(row_a["train_loss"], abs=1e-4)
@@ -83,10 +83,10 @@ def test_the_gpt_matches_the_single_process_run_on_the_same_global_batch(tokeniz
 
 
 @pytest.mark.parametrize("prior", ["var", "diffusion"])
-def test_var_and_diffusion_train_and_resume_under_two_processes(tmp_path, prior):
+def test_var_and_diffusion_train_and_resume_under_two_processes(trained_tokenizers, tmp_path, prior):
     preset = "tiny_var" if prior == "var" else "tiny"
     dirs = dirs_of(tmp_path)
-    run("vqvae_train.py", *dirs, preset=preset)
+    copy_run(trained_tokenizers[1 if prior == "var" else 0], tmp_path)  # vqvae_train.py --preset PRESET's tokenizer
     torchrun("transformer_train.py", *dirs, "--prior", prior, preset=preset)
     result = torchrun("transformer_train.py", *dirs, "--prior", prior, "--resume", "--set", f"{prior}_train.epochs=2",
                       preset=preset)
@@ -95,9 +95,9 @@ def test_var_and_diffusion_train_and_resume_under_two_processes(tmp_path, prior)
     assert ckpt["epoch"] == 2 and len(ckpt["rng"]) == 2  # one RNG state per process
 
 
-def test_the_tokenizer_resumes_under_two_processes(tmp_path):
+def test_the_tokenizer_resumes_under_two_processes(tokenizers, tmp_path):
     dirs = dirs_of(tmp_path)
-    torchrun("vqvae_train.py", *dirs)
+    copy_run(tokenizers[1], tmp_path)  # torchrun vqvae_train.py's first epoch: the module's two-process tokenizer
     result = torchrun("vqvae_train.py", *dirs, "--resume", "--set", "vqvae_train.epochs=2")
     assert "resuming after epoch 1" in result.stdout and "identical codebooks" in result.stdout
     assert load(tmp_path / "ck" / "vqvae.pt")["epoch"] == 2

@@ -1,13 +1,13 @@
 """The three scripts on the `tiny` preset, as a user runs them: train the tokenizer, train the prior, draw samples;
 then the same for VAR (on the multi-scale tokenizer, `tiny_var`) and the discrete-diffusion prior, with editing.
+The runs are conftest.py's session fixtures `pipeline` and `priors`, shared with the other end-to-end tests.
 
-Real MNIST (data.root keeps its default "data"; fetched if missing); every output goes under tmp_path.
+Real MNIST (data.root keeps its default "data"; fetched if missing); every output goes under a tmp folder.
 One torch thread per process: on a busy 2-core machine two OpenMP threads make these tiny models ~100x slower.
+The one-line errors that stop a script before it trains or draws are checked through the script's main(argv) in
+this process (script_runs.run_in_process, checked against the command line in test_flags.py).
 """
 import os
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,29 +15,8 @@ import torch
 from PIL import Image
 
 from checkpoint import load_pair
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# no progress bars: on a terminal they are cleared before an error line, in a pipe they would stay
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-
-
-def run(script, *args, check=True, preset="tiny"):
-    result = subprocess.run([sys.executable, script, "--preset", preset, *args], cwd=REPO, env=ENV,
-                            capture_output=True, text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
-    run("vqvae_train.py", *dirs)
-    run("transformer_train.py", *dirs)
-    run("generator.py", *dirs)
-    run("generator.py", *dirs, "--n", "30", "--save", str(root / "samples.npz"))
-    return root, dirs
+from script_runs import EDIT_IMAGES, EDIT_SAMPLES, assert_one_line_error, run, run_in_process
+from script_runs import ENV, REPO  # noqa: F401  (other test modules import these, and run, from here)
 
 
 def open_png(path):
@@ -112,7 +91,7 @@ def test_generator_is_reproducible_with_the_same_seed(pipeline):
 def test_resume_with_another_config_fails_with_one_line(pipeline):
     root, dirs = pipeline
     before = torch.load(root / "ck" / "gpt.pt", weights_only=True)["epoch"]
-    result = run("transformer_train.py", *dirs, "--resume", "--set", "gpt_train.lr=0.01", check=False)
+    result = run_in_process("transformer_train.py", *dirs, "--resume", "--set", "gpt_train.lr=0.01", check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
@@ -132,7 +111,7 @@ def test_resume_of_a_finished_run_with_the_same_config_does_nothing(pipeline):
 
 def test_generator_with_missing_prior_fails_with_one_line(pipeline):
     root, dirs = pipeline
-    result = run("generator.py", *dirs, "--prior", str(root / "nonexistent.pt"), check=False)
+    result = run_in_process("generator.py", *dirs, "--prior", str(root / "nonexistent.pt"), check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
@@ -141,47 +120,13 @@ def test_generator_with_missing_prior_fails_with_one_line(pipeline):
 
 def test_generator_with_swapped_checkpoints_fails_with_one_line(pipeline):
     root, dirs = pipeline
-    result = run("generator.py", *dirs, "--prior", str(root / "ck" / "vqvae.pt"), check=False)
+    result = run_in_process("generator.py", *dirs, "--prior", str(root / "ck" / "vqvae.pt"), check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "vqvae" in lines[0], result.stderr
 
 
 # --- VAR and discrete diffusion ----------------------------------------------------------------------------------
-
-EDIT_IMAGES, EDIT_SAMPLES = 3, 2
-
-
-@pytest.fixture(scope="module")
-def priors(pipeline, tmp_path_factory):
-    """The multi-scale tokenizer and VAR, and the diffusion prior on the first pipeline's single-scale tokenizer
-    (copied into this run's checkpoint folder, where --prior diffusion looks for it)."""
-    first_root, _ = pipeline
-    root = tmp_path_factory.mktemp("e2e_priors")
-    dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
-    os.makedirs(root / "ck")
-    shutil.copyfile(first_root / "ck" / "vqvae.pt", root / "ck" / "vqvae.pt")
-    run("vqvae_train.py", *dirs, preset="tiny_var")
-    run("transformer_train.py", *dirs, "--prior", "var")
-    run("transformer_train.py", *dirs, "--prior", "diffusion")
-    run("generator.py", *dirs, "--prior", "var", "--n", "30", "--save", str(root / "var.npz"))
-    run("generator.py", *dirs, "--prior", "diffusion", "--steps", "4", "--n", "30", "--save",
-        str(root / "diffusion.npz"))
-    edit = ["--edit-images", str(EDIT_IMAGES), "--edit-samples", str(EDIT_SAMPLES)]
-    run("generator.py", *dirs, "--prior", "var", "--edit", "inpaint", *edit)
-    run("generator.py", *dirs, "--prior", "diffusion", "--edit", "outpaint", *edit)
-    return root, dirs
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
 
 def test_multiscale_tokenizer_checkpoint_and_scale_strip(priors):
     root, _ = priors
@@ -262,40 +207,40 @@ def test_diffusion_show_process(priors):
 
 def test_var_without_a_multiscale_tokenizer_fails_with_one_line(pipeline):
     root, dirs = pipeline  # holds only the single-scale vqvae.pt
-    result = run("transformer_train.py", *dirs, "--prior", "var", check=False)
+    result = run_in_process("transformer_train.py", *dirs, "--prior", "var", check=False)
     assert_one_line_error(result, "vqvae_multiscale.pt")
     assert not (root / "ck" / "var.pt").exists()
 
 
 def test_var_without_a_multiscale_tokenizer_says_how_to_train_one(pipeline):
     _, dirs = pipeline
-    result = run("transformer_train.py", *dirs, "--prior", "var", check=False)
+    result = run_in_process("transformer_train.py", *dirs, "--prior", "var", check=False)
     assert_one_line_error(result, "--preset tiny_var")  # the run's own preset's multi-scale sibling
 
 
 def test_var_on_a_single_scale_tokenizer_fails_with_one_line(pipeline):
     root, dirs = pipeline
-    result = run("transformer_train.py", *dirs, "--prior", "var", "--vqvae", str(root / "ck" / "vqvae.pt"),
-                 check=False)
+    result = run_in_process("transformer_train.py", *dirs, "--prior", "var", "--vqvae",
+                            str(root / "ck" / "vqvae.pt"), check=False)
     assert_one_line_error(result, "--preset tiny_var", "single-scale")
 
 
 def test_diffusion_on_the_multiscale_tokenizer_fails_with_one_line(priors):
     root, dirs = priors
-    result = run("transformer_train.py", *dirs, "--prior", "diffusion", "--vqvae",
-                 str(root / "ck" / "vqvae_multiscale.pt"), "--overwrite", check=False)  # diffusion.pt exists
+    result = run_in_process("transformer_train.py", *dirs, "--prior", "diffusion", "--vqvae",
+                            str(root / "ck" / "vqvae_multiscale.pt"), "--overwrite", check=False)  # diffusion.pt exists
     assert_one_line_error(result, "multi-scale", "--prior var")
 
 
 def test_gpt_inpainting_fails_with_one_line(pipeline):
     _, dirs = pipeline
-    result = run("generator.py", *dirs, "--prior", "gpt", "--edit", "inpaint", check=False)
+    result = run_in_process("generator.py", *dirs, "--prior", "gpt", "--edit", "inpaint", check=False)
     assert_one_line_error(result, "complete", "var", "diffusion")
 
 
 def test_show_process_of_a_var_fails_with_one_line(priors):
     _, dirs = priors
-    result = run("generator.py", *dirs, "--prior", "var", "--show-process", check=False)
+    result = run_in_process("generator.py", *dirs, "--prior", "var", "--show-process", check=False)
     assert_one_line_error(result, "diffusion")
 
 
@@ -304,6 +249,6 @@ def test_a_new_run_over_a_trained_checkpoint_is_refused_with_one_line(pipeline, 
     root, dirs = pipeline
     path = root / "ck" / ("vqvae.pt" if script == "vqvae_train.py" else "gpt.pt")
     mtime = path.stat().st_mtime_ns
-    line = assert_one_line_error(run(script, *dirs, check=False), str(path), "--resume", "--overwrite")
+    line = assert_one_line_error(run_in_process(script, *dirs, check=False), str(path), "--resume", "--overwrite")
     assert "already holds a trained model" in line
     assert path.stat().st_mtime_ns == mtime

@@ -1,12 +1,15 @@
 """Bad command-line input to generator.py and evaluate.py: one `error:` line on stderr and a non-zero exit, never a
 traceback, and the line names the flag. The flags are checked before any checkpoint is loaded, but the scripts run
-on a real tiny pipeline (test_end_to_end's, trained once for this module) so that an unchecked flag would go on to
-draw, and the test would see it. Plus the config checks that stop a training run before any work.
+on a real tiny pipeline (conftest.py's, trained once per session, copied here) so that an unchecked flag would go on
+to draw, and the test would see it. Plus the config checks that stop a training run before any work.
+
+The refusals run through each script's main(argv) in this process (script_runs.run_in_process: the same exit
+status, stdout and stderr); test_the_command_line_prints_what_main_prints checks a sample of them against the real
+command line, and the valid flags run as a user runs them.
 """
 import errno
 import os
-import subprocess
-import sys
+import shutil
 
 import numpy as np
 import pytest
@@ -19,15 +22,16 @@ import files
 import generator
 from files import atomic_save
 from models.classifier import Classifier
-from test_end_to_end import ENV, REPO, assert_one_line_error, run
-from test_end_to_end import pipeline  # noqa: F401  (the module-scoped fixture: tiny vqvae.pt + gpt.pt, trained once)
+from script_runs import assert_one_line_error, dirs_of, finish, run_in_process, start
 
 
 @pytest.fixture(scope="module")
-def dirs(pipeline):  # noqa: F811
-    """The pipeline's --set flags, with an untrained classifier beside its checkpoints so evaluate.py gets as far
-    as drawing."""
-    root, dirs = pipeline
+def dirs(pipeline, tmp_path_factory):
+    """The --set flags of a copy of the tiny pipeline's checkpoints (vqvae.pt, gpt.pt), with an untrained classifier
+    beside them so evaluate.py gets as far as drawing."""
+    root = tmp_path_factory.mktemp("flags")
+    shutil.copytree(pipeline[0] / "ck", root / "ck")
+    dirs = dirs_of(root)
     torch.manual_seed(0)
     atomic_save({"kind": "classifier", "dataset": "mnist", "model": Classifier().state_dict()},
                 str(root / "ck" / "classifier.pt"))
@@ -51,7 +55,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("name, value", BAD_VALUES, ids=[f"{n}={v}" for n, v in BAD_VALUES])
 def test_generator_refuses_a_bad_sampling_value(dirs, name, value):
-    assert_one_line_error(run("generator.py", *dirs, name, value, check=False), name, value)
+    assert_one_line_error(run_in_process("generator.py", *dirs, name, value, check=False), name, value)
 
 
 EVALUATE_BAD_VALUES = [(n, v) for n, v in BAD_VALUES if n != "--top-k"] + [("--n", "3"), ("--n", "0")]  # no --top-k
@@ -59,12 +63,12 @@ EVALUATE_BAD_VALUES = [(n, v) for n, v in BAD_VALUES if n != "--top-k"] + [("--n
 
 @pytest.mark.parametrize("name, value", EVALUATE_BAD_VALUES, ids=[f"{n}={v}" for n, v in EVALUATE_BAD_VALUES])
 def test_evaluate_refuses_a_bad_sampling_value(dirs, name, value):
-    assert_one_line_error(run("evaluate.py", *dirs, "--no-reference", name, value, check=False), name, value)
+    assert_one_line_error(run_in_process("evaluate.py", *dirs, "--no-reference", name, value, check=False), name, value)
 
 
 @pytest.mark.parametrize("value", ["0", "-2"])
 def test_generator_refuses_n_below_one(dirs, tmp_path, value):
-    result = run("generator.py", *dirs, "--n", value, "--save", str(tmp_path / "s.npz"), check=False)
+    result = run_in_process("generator.py", *dirs, "--n", value, "--save", str(tmp_path / "s.npz"), check=False)
     assert_one_line_error(result, "--n", "at least 1")
     assert not (tmp_path / "s.npz").exists()
 
@@ -77,22 +81,22 @@ def test_both_scripts_use_the_one_shared_check():
                          ids=["not a float", "not an int", "unknown", "no value"])
 @pytest.mark.parametrize("script", ["generator.py", "evaluate.py"])
 def test_argparse_errors_are_one_line(script, args):
-    assert_one_line_error(run(script, *args, check=False), args[0], "--help")
+    assert_one_line_error(run_in_process(script, *args, check=False), args[0], "--help")
 
 
 def test_a_bad_edit_choice_is_one_line():
-    assert_one_line_error(run("generator.py", "--edit", "paint", check=False), "--edit", "inpaint")
+    assert_one_line_error(run_in_process("generator.py", "--edit", "paint", check=False), "--edit", "inpaint")
 
 
 def test_evaluate_steps_on_a_prior_without_steps_is_one_line(dirs):
-    result = run("evaluate.py", *dirs, "--no-reference", "--steps", "4", "--n", "8", check=False)
+    result = run_in_process("evaluate.py", *dirs, "--no-reference", "--steps", "4", "--n", "8", check=False)
     assert_one_line_error(result, "--steps", "gpt")
 
 
 # --- 2. flags the chosen mode would ignore --------------------------------------------------------------------------
 
 def test_n_without_save_is_refused(dirs, tmp_path):
-    result = run("generator.py", *dirs, "--n", "5", "--out", str(tmp_path), check=False)
+    result = run_in_process("generator.py", *dirs, "--n", "5", "--out", str(tmp_path), check=False)
     assert_one_line_error(result, "--n", "--save")
     assert not list(tmp_path.iterdir())  # no grids drawn
 
@@ -110,7 +114,7 @@ def test_n_without_save_is_refused(dirs, tmp_path):
         "save+edit", "edit+process"])
 def test_a_flag_the_mode_ignores_is_refused(dirs, tmp_path, args, named):
     paths = {"SAVE": str(tmp_path / "s.npz"), "OUT": str(tmp_path / "out")}
-    result = run("generator.py", *dirs, *[paths.get(a, a) for a in args], check=False)
+    result = run_in_process("generator.py", *dirs, *[paths.get(a, a) for a in args], check=False)
     assert_one_line_error(result, *named)
     assert not list(tmp_path.iterdir())
 
@@ -118,7 +122,7 @@ def test_a_flag_the_mode_ignores_is_refused(dirs, tmp_path, args, named):
 @pytest.mark.parametrize("args", [["--temperature", "0.5"], ["--n", "8"], ["--batch-size", "4"], ["--cfg", "2"]])
 def test_evaluate_refuses_drawing_flags_with_an_npz(tmp_path, args):
     path = write_npz(tmp_path / "s.npz", np.arange(8) % 10)
-    result = run("evaluate.py", path, *args, "--set", f"checkpoint_dir={tmp_path / 'ck'}", check=False)
+    result = run_in_process("evaluate.py", path, *args, "--set", f"checkpoint_dir={tmp_path / 'ck'}", check=False)
     assert_one_line_error(result, args[0], "npz")
 
 
@@ -132,21 +136,21 @@ def a_file(tmp_path):
 
 
 def test_out_through_a_file_is_one_line_naming_the_folder(dirs, a_file):
-    result = run("generator.py", *dirs, "--temperature", "1", "--out", str(a_file / "grids"), check=False)
+    result = run_in_process("generator.py", *dirs, "--temperature", "1", "--out", str(a_file / "grids"), check=False)
     assert_one_line_error(result, str(a_file), "not a folder")
 
 
 def test_out_through_dev_null_is_one_line(dirs):
-    assert_one_line_error(run("generator.py", *dirs, "--out", "/dev/null/x", check=False), "/dev/null")
+    assert_one_line_error(run_in_process("generator.py", *dirs, "--out", "/dev/null/x", check=False), "/dev/null")
 
 
 def test_save_through_a_file_is_one_line_naming_the_folder(dirs, a_file):
-    result = run("generator.py", *dirs, "--n", "4", "--save", str(a_file / "s.npz"), check=False)
+    result = run_in_process("generator.py", *dirs, "--n", "4", "--save", str(a_file / "s.npz"), check=False)
     assert_one_line_error(result, str(a_file), "not a folder")
 
 
 def test_save_onto_a_folder_is_one_line(dirs, tmp_path):
-    result = run("generator.py", *dirs, "--n", "4", "--save", str(tmp_path), check=False)
+    result = run_in_process("generator.py", *dirs, "--n", "4", "--save", str(tmp_path), check=False)
     assert_one_line_error(result, str(tmp_path), "is a folder")
 
 
@@ -158,7 +162,7 @@ def test_a_read_only_folder_is_one_line(dirs, tmp_path, mode):
     folder.chmod(0o500)
     try:
         target = ["--out", str(folder)] if mode == "--out" else ["--n", "4", "--save", str(folder / "s.npz")]
-        assert_one_line_error(run("generator.py", *dirs, *target, check=False), str(folder), "not writable")
+        assert_one_line_error(run_in_process("generator.py", *dirs, *target, check=False), str(folder), "not writable")
     finally:
         folder.chmod(0o700)
 
@@ -197,7 +201,7 @@ def test_evaluate_refuses_labels_outside_the_classes(tmp_path, bad):
     labels = np.arange(8) % 10
     labels[3] = bad
     path = write_npz(tmp_path / "s.npz", labels)
-    result = run("evaluate.py", path, "--set", f"checkpoint_dir={tmp_path / 'ck'}", check=False)
+    result = run_in_process("evaluate.py", path, "--set", f"checkpoint_dir={tmp_path / 'ck'}", check=False)
     line = assert_one_line_error(result, path, f"found {bad}", "0..9", "-1")
     assert "labels" in line
 
@@ -257,9 +261,8 @@ def config_error_line(result, *fragments):
     ("generator.py", ["--seed", "-1"], ["--seed"]),
 ])
 def test_config_errors_stop_a_script_before_any_work(tmp_path, script, args, fragments):
-    result = subprocess.run([sys.executable, script, "--preset", "tiny", "--set", f"checkpoint_dir={tmp_path / 'ck'}",
-                             "--set", f"results_dir={tmp_path / 'res'}", *args],
-                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    result = run_in_process(script, "--set", f"checkpoint_dir={tmp_path / 'ck'}",
+                            "--set", f"results_dir={tmp_path / 'res'}", *args, check=False)
     config_error_line(result, *fragments)
     assert not list(tmp_path.iterdir())  # nothing trained or written
 
@@ -267,20 +270,44 @@ def test_config_errors_stop_a_script_before_any_work(tmp_path, script, args, fra
 # --- 6. valid flags still work ---------------------------------------------------------------------------------------
 
 def test_valid_flags_still_work(dirs, tmp_path):
+    """As a user runs them, the five runs side by side (each reads the checkpoints and writes its own files)."""
     npz = tmp_path / "s.npz"
-    run("generator.py", *dirs, "--temperature", "0.5", "--top-k", "5", "--cfg", "1", "--batch-size", "7", "--n", "9",
-        "--save", str(npz))
-    with np.load(npz) as f:
-        assert f["images"].shape == (9, 1, 28, 28) and f["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8]
-    run("generator.py", *dirs, "--unconditional", "--temperature", "0.75", "--batch-size", "3", "--out", str(tmp_path))
-    assert (tmp_path / "uncond_temperature_0.75.png").is_file()
-    run("generator.py", *dirs, "--edit", "complete", "--edit-images", "2", "--edit-samples", "1", "--top-k", "0",
-        "--no-kv-cache", "--out", str(tmp_path))
-    assert (tmp_path / "edit_complete.png").is_file()
     labels = np.arange(8) % 10
     labels[::2] = -1  # unconditional samples stay allowed
-    result = run("evaluate.py", *dirs, write_npz(tmp_path / "mixed.npz", labels), "--no-reference", "--json")
-    assert '"n": 8' in result.stdout
-    result = run("evaluate.py", *dirs, "--no-reference", "--json", "--n", "8", "--batch-size", "3",
-                 "--temperature", "0.5", "--cfg", "1")
-    assert '"sampling_images_per_s"' in result.stdout
+    mixed = write_npz(tmp_path / "mixed.npz", labels)
+    _, _, _, scored, drawn = finish(
+        start("generator.py", *dirs, "--temperature", "0.5", "--top-k", "5", "--cfg", "1", "--batch-size", "7",
+              "--n", "9", "--save", str(npz)),
+        start("generator.py", *dirs, "--unconditional", "--temperature", "0.75", "--batch-size", "3",
+              "--out", str(tmp_path)),
+        start("generator.py", *dirs, "--edit", "complete", "--edit-images", "2", "--edit-samples", "1",
+              "--top-k", "0", "--no-kv-cache", "--out", str(tmp_path)),
+        start("evaluate.py", *dirs, mixed, "--no-reference", "--json"),
+        start("evaluate.py", *dirs, "--no-reference", "--json", "--n", "8", "--batch-size", "3",
+              "--temperature", "0.5", "--cfg", "1"))
+    with np.load(npz) as f:
+        assert f["images"].shape == (9, 1, 28, 28) and f["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert (tmp_path / "uncond_temperature_0.75.png").is_file()
+    assert (tmp_path / "edit_complete.png").is_file()
+    assert '"n": 8' in scored.stdout
+    assert '"sampling_images_per_s"' in drawn.stdout
+
+
+# --- 7. the command line prints what main prints ---------------------------------------------------------------------
+
+def test_the_command_line_prints_what_main_prints(dirs, tmp_path):
+    """The checks above call each script's main in this process; a sample of them (a bad value of each script, an
+    argparse error, a config error of a training script) through the real command line gives the same exit status,
+    the same stderr and the same stdout."""
+    cases = [
+        ("generator.py", [*dirs, "--temperature", "nan"]),
+        ("evaluate.py", [*dirs, "--no-reference", "--cfg", "-3"]),
+        ("generator.py", ["--no-such-flag"]),
+        ("transformer_train.py", [*dirs_of(tmp_path), "--set", "gpt.num_classes=5"]),
+    ]
+    processes = [start(script, *args) for script, args in cases]
+    in_process = [run_in_process(script, *args, check=False) for script, args in cases]
+    for (script, _), real, here in zip(cases, finish(*processes, check=False), in_process):
+        assert real.returncode != 0 and (real.returncode, real.stderr, real.stdout) == \
+            (here.returncode, here.stderr, here.stdout), script
+    assert not list(tmp_path.iterdir())

@@ -3,6 +3,8 @@ resumed end bit for bit where an uninterrupted run ends; trained models are neve
 disks, damaged files and diverging losses end with one line and leave the last good checkpoint as it was.
 
 Tiny presets on real MNIST (as tests/test_end_to_end.py); every output under tmp_path; one torch thread per process.
+The tiny tokenizers and GPT come from conftest.py's session fixtures, copied into each test's folder; the one-line
+errors that stop a script before any work are checked through its main(argv) in this process.
 """
 import os
 import resource
@@ -14,29 +16,30 @@ import sys
 import pytest
 import torch
 
+import config
+from checkpoint import load_vqvae
 from files import RunLock, remove_stale_temps
-from test_end_to_end import ENV, REPO, assert_one_line_error, run
+from token_cache import load_or_build_tokens
+from script_runs import ENV, REPO, assert_one_line_error, dirs_of, finish, run, run_in_process, start
 
 EPOCHS = 3
 
 
-def dirs_of(root):
-    return ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
+@pytest.fixture
+def tokenizers(trained_tokenizers):
+    """The folder of the trained single-scale tiny tokenizer (vqvae.pt; the session's, read only: tests copy it)."""
+    return trained_tokenizers[0] / "ck"
 
 
-@pytest.fixture(scope="module")
-def tokenizers(tmp_path_factory):
-    """A trained single-scale and multi-scale tiny tokenizer, copied into each test's folders as needed."""
-    root = tmp_path_factory.mktemp("tokenizers")
-    run("vqvae_train.py", *dirs_of(root))
-    run("vqvae_train.py", *dirs_of(root), preset="tiny_var")
-    return root / "ck"
-
-
-def folder_with_tokenizers(tokenizers, root):
+def folder_with_tokenizers(trained_tokenizers, root, gpt=None):
+    """root/ck with copies of the trained single-scale and multi-scale tiny tokenizers (and, given the pipeline, of
+    its GPT trained on the first); returns root's --set flags."""
     (root / "ck").mkdir(parents=True)
-    for name in ("vqvae.pt", "vqvae_multiscale.pt"):
-        shutil.copyfile(tokenizers / name, root / "ck" / name)
+    single, multi = trained_tokenizers
+    shutil.copyfile(single / "ck" / "vqvae.pt", root / "ck" / "vqvae.pt")
+    shutil.copyfile(multi / "ck" / "vqvae_multiscale.pt", root / "ck" / "vqvae_multiscale.pt")
+    if gpt is not None:
+        shutil.copyfile(gpt[0] / "ck" / "gpt.pt", root / "ck" / "gpt.pt")
     return dirs_of(root)
 
 
@@ -66,20 +69,23 @@ RUNS = {  # script, its flags, the checkpoint it writes, the preset, the trainin
 
 
 @pytest.mark.parametrize("name", list(RUNS))
-def test_killed_and_resumed_equals_uninterrupted_bit_for_bit(tokenizers, tmp_path, name):
+def test_killed_and_resumed_equals_uninterrupted_bit_for_bit(trained_tokenizers, tmp_path, name):
     script, flags, checkpoint, preset, section = RUNS[name]
     flags = [*flags, "--set", f"{section}.epochs={EPOCHS}", "--set", f"{section}.sample_every=1"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    whole_dirs = folder_with_tokenizers(tokenizers, whole)
-    killed_dirs = folder_with_tokenizers(tokenizers, killed)
+    whole_dirs = folder_with_tokenizers(trained_tokenizers, whole)
+    killed_dirs = folder_with_tokenizers(trained_tokenizers, killed)
     if checkpoint == "vqvae.pt":  # the tokenizer itself is what trains
         for root in (whole, killed):
             (root / "ck" / "vqvae.pt").unlink()
-    run(script, *whole_dirs, *flags, preset=preset)
-    kill_after_first_epoch(script, [*killed_dirs, *flags], preset)
-    died_at = torch.load(killed / "ck" / checkpoint, weights_only=True)["epoch"]
-    assert 1 <= died_at < EPOCHS
-    resumed = run(script, *killed_dirs, *flags, "--resume", preset=preset)
+    uninterrupted = start(script, *whole_dirs, *flags, preset=preset)  # beside the killed and resumed run
+    try:
+        kill_after_first_epoch(script, [*killed_dirs, *flags], preset)
+        died_at = torch.load(killed / "ck" / checkpoint, weights_only=True)["epoch"]
+        assert 1 <= died_at < EPOCHS
+        resumed = run(script, *killed_dirs, *flags, "--resume", preset=preset)
+    finally:
+        finish(uninterrupted)
     assert f"resuming after epoch {died_at}" in resumed.stdout
 
     a = torch.load(whole / "ck" / checkpoint, weights_only=True)
@@ -142,8 +148,8 @@ def run_limited(script, *args, limit_bytes, preset="tiny"):
                           capture_output=True, text=True, timeout=300, preexec_fn=full_disk(limit_bytes))
 
 
-def test_a_full_disk_while_saving_keeps_the_old_checkpoint_and_says_which_folder(tokenizers, tmp_path):
-    dirs = folder_with_tokenizers(tokenizers, tmp_path)
+def test_a_full_disk_while_saving_keeps_the_old_checkpoint_and_says_which_folder(trained_tokenizers, tmp_path):
+    dirs = folder_with_tokenizers(trained_tokenizers, tmp_path)
     path = tmp_path / "ck" / "vqvae.pt"
     before = path.read_bytes()
     result = run_limited("vqvae_train.py", *dirs, "--resume", "--set", "vqvae_train.epochs=2", limit_bytes=8192)
@@ -152,9 +158,8 @@ def test_a_full_disk_while_saving_keeps_the_old_checkpoint_and_says_which_folder
     assert not list((tmp_path / "ck").glob("*.tmp*"))
 
 
-def test_a_full_disk_while_saving_samples_leaves_no_partial_file(tokenizers, tmp_path):
-    dirs = folder_with_tokenizers(tokenizers, tmp_path)
-    run("transformer_train.py", *dirs)
+def test_a_full_disk_while_saving_samples_leaves_no_partial_file(trained_tokenizers, pipeline, tmp_path):
+    dirs = folder_with_tokenizers(trained_tokenizers, tmp_path, gpt=pipeline)
     out = tmp_path / "out"
     out.mkdir()
     result = run_limited("generator.py", *dirs, "--n", "200", "--save", str(out / "samples.npz"), limit_bytes=4096)
@@ -172,14 +177,14 @@ def test_a_failing_png_write_does_not_cost_the_epochs_checkpoint(tmp_path):
 
 def test_an_unwritable_results_folder_fails_before_training(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    result = run("vqvae_train.py", "--set", f"checkpoint_dir={tmp_path / 'ck'}", "--set",
-                 f"results_dir={tmp_path / 'file' / 'res'}", check=False)
+    result = run_in_process("vqvae_train.py", "--set", f"checkpoint_dir={tmp_path / 'ck'}", "--set",
+                            f"results_dir={tmp_path / 'file' / 'res'}", check=False)
     assert_one_line_error(result, "is a file, not a folder")
     assert "epoch 1" not in result.stdout
 
 
-def test_a_diverging_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tokenizers, tmp_path):
-    dirs = folder_with_tokenizers(tokenizers, tmp_path)
+def test_a_diverging_loss_stops_at_once_and_keeps_the_last_good_checkpoint(trained_tokenizers, tmp_path):
+    dirs = folder_with_tokenizers(trained_tokenizers, tmp_path)
     path = tmp_path / "ck" / "vqvae.pt"
     before = path.read_bytes()
     result = run("vqvae_train.py", *dirs, "--overwrite", "--set", "vqvae_train.lr=1e3", check=False)
@@ -187,15 +192,14 @@ def test_a_diverging_loss_stops_at_once_and_keeps_the_last_good_checkpoint(token
     assert path.read_bytes() == before
 
 
-def test_a_prior_with_non_finite_weights_draws_nothing(tokenizers, tmp_path):
-    dirs = folder_with_tokenizers(tokenizers, tmp_path)
-    run("transformer_train.py", *dirs)
+def test_a_prior_with_non_finite_weights_draws_nothing(trained_tokenizers, pipeline, tmp_path):
+    dirs = folder_with_tokenizers(trained_tokenizers, tmp_path, gpt=pipeline)
     path = tmp_path / "ck" / "gpt.pt"
     ckpt = torch.load(path, weights_only=True)
     first = next(iter(ckpt["model"]))
     ckpt["model"][first] = torch.full_like(ckpt["model"][first], float("nan"))
     torch.save(ckpt, path)
-    result = run("generator.py", *dirs, "--out", str(tmp_path / "grids"), check=False)
+    result = run_in_process("generator.py", *dirs, "--out", str(tmp_path / "grids"), check=False)
     assert_one_line_error(result, "non-finite weights", "retrain")
     assert not (tmp_path / "grids").exists() or not list((tmp_path / "grids").iterdir())
 
@@ -214,7 +218,7 @@ def test_a_broken_prior_file_is_one_line(tmp_path, broken):
     make, expected = BROKEN_FILES[broken]
     path = tmp_path / "gpt.pt"
     make(path)
-    line = assert_one_line_error(run("generator.py", "--prior", str(path), check=False), str(path), expected)
+    line = assert_one_line_error(run_in_process("generator.py", "--prior", str(path), check=False), str(path), expected)
     assert len(line) < 400 and "weights_only" not in line
 
 
@@ -227,10 +231,18 @@ def token_cache(tokenizers):
 REPO_DATA = __import__("pathlib").Path(REPO) / "data"
 
 
+def make_token_cache(tokenizers):
+    """The tiny tokenizer's token cache, as transformer_train.py makes it on its first run on that tokenizer (kept
+    when it is there and usable)."""
+    data_cfg = config.build_config("tiny", [f"data.root={REPO_DATA}"]).data
+    vqvae, ckpt = load_vqvae(str(tokenizers / "vqvae.pt"))
+    load_or_build_tokens(data_cfg, ckpt["tokenizer_id"], vqvae.encode_sequence, log=lambda line: None)
+
+
 @pytest.mark.parametrize("damage", ["not a dict", "random bytes"])
-def test_a_damaged_token_cache_is_encoded_again(tokenizers, tmp_path, damage):
-    dirs = folder_with_tokenizers(tokenizers, tmp_path)
-    run("transformer_train.py", *dirs)  # makes the cache
+def test_a_damaged_token_cache_is_encoded_again(trained_tokenizers, tokenizers, tmp_path, damage):
+    dirs = folder_with_tokenizers(trained_tokenizers, tmp_path)
+    make_token_cache(tokenizers)
     (cache,) = token_cache(tokenizers)
     if damage == "not a dict":
         torch.save(torch.zeros(3), cache)
@@ -241,14 +253,14 @@ def test_a_damaged_token_cache_is_encoded_again(tokenizers, tmp_path, damage):
     assert "tokens: loaded from" in run("transformer_train.py", *dirs, "--overwrite").stdout  # rebuilt and usable
 
 
-def test_a_folder_where_the_token_cache_belongs_is_one_line(tokenizers, tmp_path):
-    dirs = folder_with_tokenizers(tokenizers, tmp_path)
-    run("transformer_train.py", *dirs)
+def test_a_folder_where_the_token_cache_belongs_is_one_line(trained_tokenizers, tokenizers, tmp_path):
+    dirs = folder_with_tokenizers(trained_tokenizers, tmp_path)
+    make_token_cache(tokenizers)
     (cache,) = token_cache(tokenizers)
     cache.unlink()
     cache.mkdir()
     try:
-        result = run("transformer_train.py", *dirs, "--overwrite", check=False)
+        result = run_in_process("transformer_train.py", *dirs, "--overwrite", check=False)
         line = assert_one_line_error(result, "is a folder", "remove it")
         assert "train again" not in line
     finally:
@@ -266,11 +278,10 @@ def test_a_prior_trained_on_another_tokenizer_path_finds_it(tokenizers, tmp_path
     assert list((tmp_path / "res" / "generator").glob("*.png"))
 
 
-def test_resume_with_more_epochs_extends_a_finished_run(tokenizers, tmp_path):
-    dirs = folder_with_tokenizers(tokenizers, tmp_path)
-    run("transformer_train.py", *dirs)
+def test_resume_with_more_epochs_extends_a_finished_run(trained_tokenizers, pipeline, tmp_path):
+    dirs = folder_with_tokenizers(trained_tokenizers, tmp_path, gpt=pipeline)  # its GPT: one epoch, finished
     result = run("transformer_train.py", *dirs, "--resume", "--set", "gpt_train.epochs=2")
     assert "extending the run from 1 to 2 epochs" in result.stdout and "epoch 2:" in result.stdout
     assert torch.load(tmp_path / "ck" / "gpt.pt", weights_only=True)["epoch"] == 2
-    fewer = run("transformer_train.py", *dirs, "--resume", "--set", "gpt_train.epochs=1", check=False)
+    fewer = run_in_process("transformer_train.py", *dirs, "--resume", "--set", "gpt_train.epochs=1", check=False)
     assert_one_line_error(fewer, "already trained 2 epochs", "gpt_train.epochs=N")
