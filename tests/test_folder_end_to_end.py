@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from test_end_to_end import assert_one_line_error, grid_size_px, run
+from script_runs import assert_one_line_error, finish, run, run_in_process, start
+from test_end_to_end import grid_size_px
 
 SIZE = 16  # data.image_size: a 4x4 token grid
 
@@ -57,18 +58,15 @@ def folder_run(tmp_path_factory):
     dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
     args = [*dirs, "--set", "data.dataset=folder", "--set", f"data.folder={images}", "--set", f"data.image_size={SIZE}",
             "--set", f"data.root={root / 'data'}"]
-    run("vqvae_train.py", *args)
-    run("transformer_train.py", *args)
-    run("transformer_train.py", *args, "--prior", "diffusion")
-    run("vqvae_train.py", *args, preset="tiny_var")
-    run("transformer_train.py", *args, "--prior", "var", preset="tiny_var")
-    run("generator.py", *args)
-    run("generator.py", *args, "--n", "30", "--save", str(root / "samples.npz"))
-    run("evaluate.py", *args, "--train-classifier")
-    report = json.loads(run("evaluate.py", *args, "--prior", "diffusion", "--n", "12", "--json").stdout.splitlines()[-1])
-    run("benchmark.py", *args, "--report", "--n", "12", "--repeats", "1", "--batch-sizes", "2",
-        "--temperatures", "1.0", "--steps", "2", "--out", str(root / "RESULTS.md"))
-    return root, args, images, report
+    run("vqvae_train.py", *args)  # first alone: it also decodes the folder into the image cache
+    finish(start("transformer_train.py", *args), start("transformer_train.py", *args, "--prior", "diffusion"))
+    finish(start("vqvae_train.py", *args, preset="tiny_var"), start("evaluate.py", *args, "--train-classifier"))
+    finish(start("transformer_train.py", *args, "--prior", "var", preset="tiny_var"), start("generator.py", *args),
+           start("generator.py", *args, "--n", "30", "--save", str(root / "samples.npz")))
+    evaluated, _ = finish(start("evaluate.py", *args, "--prior", "diffusion", "--n", "12", "--json"),
+                          start("benchmark.py", *args, "--report", "--n", "12", "--repeats", "1", "--batch-sizes", "2",
+                                "--temperatures", "1.0", "--steps", "2", "--out", str(root / "RESULTS.md")))
+    return root, args, images, json.loads(evaluated.stdout.splitlines()[-1])
 
 
 def test_the_folder_trains_every_prior_into_its_own_checkpoint_folder(folder_run):
@@ -128,15 +126,15 @@ def test_a_folder_changed_after_the_tokenizer_is_refused_by_the_prior(folder_run
     shutil.copytree(root / "ck", ck)
     draw("disc", (0, 200, 0), 20, "RGB").save(changed / "discs" / "new.png")
     moved = [a.replace(str(images), str(changed)).replace(str(root / "ck"), str(ck)) for a in args]
-    result = run("transformer_train.py", *moved, "--overwrite", check=False)
+    result = run_in_process("transformer_train.py", *moved, "--overwrite", check=False)
     assert_one_line_error(result, "has changed since", "train the tokenizer again")
 
 
 def test_a_bad_folder_is_one_line_in_every_script(tmp_path):
     os.makedirs(tmp_path / "empty" / "cats")
     for script in ("vqvae_train.py", "generator.py", "evaluate.py"):
-        result = run(script, "--set", "data.dataset=folder", "--set", f"data.folder={tmp_path / 'empty'}",
-                     check=False)
+        result = run_in_process(script, "--set", "data.dataset=folder", "--set", f"data.folder={tmp_path / 'empty'}",
+                                check=False)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines() == [result.stderr.strip()]
         assert "holds no images; add some or remove it" in result.stderr
@@ -151,11 +149,11 @@ def test_an_unlabelled_folder_is_scored_without_class_accuracy(tmp_path):
         draw("disc" if i % 2 else "square", (200, 40 + 5 * i, 30), 16, "RGB").save(flat / f"{i:02d}.png")
     args = ["--set", f"checkpoint_dir={tmp_path / 'ck'}", "--set", "data.dataset=folder", "--set", f"data.folder={flat}",
             "--set", f"data.image_size={SIZE}", "--set", f"data.root={tmp_path / 'data'}"]
-    trained = run("evaluate.py", *args, "--train-classifier")
+    trained = run_in_process("evaluate.py", *args, "--train-classifier")
     assert "(quarter turns)" in trained.stdout
     images = np.stack([np.asarray(Image.open(flat / f"{i:02d}.png")).transpose(2, 0, 1) for i in range(8)])
     np.savez(tmp_path / "mine.npz", images=images)
-    report = json.loads(run("evaluate.py", *args, str(tmp_path / "mine.npz"), "--no-reference",
-                            "--json").stdout.splitlines()[-1])
+    report = json.loads(run_in_process("evaluate.py", *args, str(tmp_path / "mine.npz"), "--no-reference",
+                                       "--json").stdout.splitlines()[-1])
     row = report["rows"]["mine.npz"]
     assert row["accuracy"] is None and np.isfinite(row["fid"]) and row["n"] == 8
