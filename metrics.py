@@ -78,8 +78,12 @@ def _inside_manifold(queries, support, radii, chunk=2000):
 
 
 def precision_recall(real, fake, k=3):
-    """Improved precision (fake inside the real manifold) and recall (real inside the fake manifold)."""
+    """Improved precision (fake inside the real manifold) and recall (real inside the fake manifold). A set too small
+    for k neighbours (a folder with a handful of validation images) uses as many as it has."""
     real, fake = torch.as_tensor(real, dtype=torch.float32), torch.as_tensor(fake, dtype=torch.float32)
+    k = min(k, len(real) - 1, len(fake) - 1)
+    if k < 1:
+        return float("nan"), float("nan")
     precision = _inside_manifold(fake, real, _knn_radii(real, k))
     recall = _inside_manifold(real, fake, _knn_radii(fake, k))
     return precision, recall

@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+import data
+import sampling
 from checkpoint import load_pair
 from script_runs import EDIT_IMAGES, EDIT_SAMPLES, assert_one_line_error, run, run_in_process
 from script_runs import ENV, REPO  # noqa: F401  (other test modules import these, and run, from here)
@@ -71,14 +73,20 @@ def test_generator_temperature_sweep_pngs(pipeline):
     assert fmt == "PNG" and named_grid(size, 10, 2)
 
 
-def test_generator_npz(pipeline):
-    root, _ = pipeline
+def test_generator_npz(pipeline, tiny_cfg):
+    """Each class in its share of the training images (FID compares distributions); --balanced cycles."""
+    root, dirs = pipeline
     with np.load(root / "samples.npz") as f:
         images, labels = f["images"], f["labels"]
     assert images.dtype == np.uint8 and images.shape == (30, 1, 28, 28)
-    assert labels.dtype == np.int64 and np.array_equal(labels, np.arange(30) % 10)
+    shares = sampling.proportional_counts(30, data.class_proportions(tiny_cfg.data))
+    assert labels.dtype == np.int64 and np.bincount(labels, minlength=10).tolist() == shares.tolist()
     assert images.std() > 10
     assert not [f for f in os.listdir(root) if ".tmp" in f]
+    balanced = root / "balanced.npz"
+    run_in_process("generator.py", *dirs, "--n", "30", "--balanced", "--save", str(balanced))
+    with np.load(balanced) as f:
+        assert np.array_equal(f["labels"], np.arange(30) % 10)
 
 
 def test_generator_is_reproducible_with_the_same_seed(pipeline):
@@ -176,13 +184,14 @@ def test_diffusion_checkpoint_samples_and_reverse_process(priors):
         assert sum(durations) == 250 * (steps + 3)
 
 
-def test_var_and_diffusion_npz(priors):
+def test_var_and_diffusion_npz(priors, tiny_cfg):
     root, _ = priors
+    shares = sampling.proportional_counts(30, data.class_proportions(tiny_cfg.data)).tolist()
     for name in ("var.npz", "diffusion.npz"):
         with np.load(root / name) as f:
             images, labels = f["images"], f["labels"]
         assert images.dtype == np.uint8 and images.shape == (30, 1, 28, 28), name
-        assert labels.dtype == np.int64 and np.array_equal(labels, np.arange(30) % 10), name
+        assert labels.dtype == np.int64 and np.bincount(labels, minlength=10).tolist() == shares, name
         assert images.std() > (1 if name == "var.npz" else 10), name  # see test_var_checkpoint_samples_and_pairing
         assert len({image.tobytes() for image in images}) > 10, name  # samples differ from each other
     assert not [f for f in os.listdir(root) if ".tmp" in f]

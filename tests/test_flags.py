@@ -277,7 +277,7 @@ def test_valid_flags_still_work(dirs, tmp_path):
     mixed = write_npz(tmp_path / "mixed.npz", labels)
     _, _, _, scored, drawn = finish(
         start("generator.py", *dirs, "--temperature", "0.5", "--top-k", "5", "--cfg", "1", "--batch-size", "7",
-              "--n", "9", "--save", str(npz)),
+              "--n", "9", "--balanced", "--save", str(npz)),
         start("generator.py", *dirs, "--unconditional", "--temperature", "0.75", "--batch-size", "3",
               "--out", str(tmp_path)),
         start("generator.py", *dirs, "--edit", "complete", "--edit-images", "2", "--edit-samples", "1",

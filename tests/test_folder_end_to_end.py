@@ -145,7 +145,7 @@ def test_an_unlabelled_folder_is_scored_without_class_accuracy(tmp_path):
     has FID and precision/recall but no accuracy."""
     flat = tmp_path / "flat"
     os.makedirs(flat)
-    for i in range(30):
+    for i in range(30):  # 3 validation images: fewer than precision/recall's 3 neighbours need, so they use 2
         draw("disc" if i % 2 else "square", (200, 40 + 5 * i, 30), 16, "RGB").save(flat / f"{i:02d}.png")
     args = ["--set", f"checkpoint_dir={tmp_path / 'ck'}", "--set", "data.dataset=folder", "--set", f"data.folder={flat}",
             "--set", f"data.image_size={SIZE}", "--set", f"data.root={tmp_path / 'data'}"]
@@ -157,3 +157,4 @@ def test_an_unlabelled_folder_is_scored_without_class_accuracy(tmp_path):
                                        "--json").stdout.splitlines()[-1])
     row = report["rows"]["mine.npz"]
     assert row["accuracy"] is None and np.isfinite(row["fid"]) and row["n"] == 8
+    assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
