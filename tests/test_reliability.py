@@ -19,8 +19,8 @@ import torch
 import config
 from checkpoint import load_vqvae
 from files import RunLock, remove_stale_temps
-from token_cache import load_or_build_tokens
 from script_runs import ENV, REPO, assert_one_line_error, dirs_of, finish, run, run_in_process, start
+from token_cache import load_or_build_tokens
 
 EPOCHS = 3
 
