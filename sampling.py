@@ -91,8 +91,7 @@ def class_ids(n, prior, unconditional, proportions=None):
     # class c's j-th sample sits at (j + 0.5) / count_c of the way through: any stretch holds each class in its share
     place = torch.cat([(torch.arange(int(k)) + 0.5) / int(k) for k in counts])
     classes = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    order = sorted(range(n), key=lambda i: (place[i].item(), classes[i].item()))
-    classes = classes[order]
+    classes = classes[torch.argsort(place, stable=True)]  # ties keep class order: repeat_interleave sorted by class
     return classes, classes.clone()
 
 
