@@ -3,6 +3,7 @@
     python benchmark.py                      # sampling and training throughput, printed
     python benchmark.py --sweep              # + the first prior's FID / precision / recall vs temperature (PNG)
     python benchmark.py --report             # all of the above + every prior side by side -> RESULTS.md
+    python benchmark.py --retrain [--report] # the preset's tokenizer and GPT trained from nothing, then scored
 
 The report compares every trained prior in the checkpoint folder (gpt.pt, var.pt, diffusion.pt,
 diffusion_uniform.pt, any prior checkpoint; the temperature sweep runs on the first in config.py's order), each on its own
@@ -26,6 +27,7 @@ import data
 import device as devices
 import figures
 import metrics
+import recipe
 import report
 import utilization
 from checkpoint import CheckpointError, default_path, find_tokenizer, load_file, load_pair
@@ -226,6 +228,10 @@ def main(argv=None):
     parser.add_argument("--utilization", action="store_true",
                         help="MFU of sampling and training against this device's matmul peak (untrained models of "
                              "the config; no checkpoints needed), written into --out")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the preset's tokenizer and GPT from nothing with their scripts (into "
+                             "checkpoints/retrain/PRESET/), then score the reconstructions and --n GPT samples; with "
+                             "--report, into --out")
     argv = sys.argv[1:] if argv is None else argv
     args, cfg = config.parse_config(parser, argv)
     args.steps = positive_ints(args.steps)
@@ -234,6 +240,8 @@ def main(argv=None):
     try:
         if args.utilization:
             report_utilization(cfg, args, argv)
+        elif args.retrain:
+            retrain(cfg, args, argv)
         else:
             run(cfg, args, argv)
     except (CheckpointError, data.DataError, WriteError, devices.DeviceError) as e:
@@ -289,6 +297,34 @@ def run(cfg, args, argv):
                      "plot": os.path.relpath(plot_path, os.path.dirname(os.path.abspath(args.out)))}
         text = report.dataset_section(run_facts, entries, references, sampling_speeds, train, sweep)
         report.write_section(args.out, spec.name, spec.title, text)
+        print(f"report: {args.out}")
+
+
+# --- a preset's recipe retrained -------------------------------------------------------------------------------------
+
+def retrain(cfg, args, argv):
+    """--retrain: what a user gets from the preset's two training commands, measured (recipe.py)."""
+    if cfg.vqvae.scales:
+        sys.exit("error: --retrain trains a preset's single-scale tokenizer and its GPT; "
+                 "pick a preset without vqvae.scales")
+    device = devices.pick_device(cfg.device)
+    spec = data.describe(cfg.data)
+    metrics.load_classifier(metrics.classifier_path(cfg), device, spec)  # fail now, not after the training
+    overrides = [*args.overrides, *recipe.retrain_overrides(cfg.preset, args.overrides)]
+    retrained = config.build_config(args.preset, overrides, args.seed, args.device)
+    recipe.train(["--preset", args.preset, *[f for o in overrides for f in ("--set", o)],
+                  *(["--seed", str(args.seed)] if args.seed is not None else []),
+                  *(["--device", args.device] if args.device else [])])
+    scores = recipe.score(retrained, args.n)
+    run_facts = {"command": f"python benchmark.py {' '.join(argv)}", "preset": cfg.preset,
+                 "machine": (f"{describe_machine(device, devices.amp_dtype(device, cfg.amp))}; the tokenizer in "
+                             f"{report.dtype_name(devices.amp_dtype(device, cfg.amp, tokenizer_training=True))}"),
+                 "folder": os.path.relpath(retrained.checkpoint_dir), "recipe": recipe.in_words(retrained)}
+    text = report.recipe_section(run_facts, recipe.tokenizer_epochs(retrained), scores)
+    print(text)
+    if args.report:
+        report.write_section(args.out, f"retrain-{cfg.preset}", f"{spec.title}: the {cfg.preset} recipe retrained",
+                             text)
         print(f"report: {args.out}")
 
 

@@ -235,3 +235,31 @@ draws one token per forward pass, VAR one whole scale.
 
 {table(['stage', 'images/s', 'spread', 'precision'], train_speed_rows)}
 """
+
+
+# --- a preset's recipe retrained (benchmark.py --retrain) ------------------------------------------------------------
+
+def recipe_section(run, epochs, scores):
+    """A retrained recipe's section. run: command, machine, preset, folder (of its checkpoints), recipe (in words);
+    epochs: the tokenizer's history; scores: recipe.score's result."""
+    epoch_rows = [[h["epoch"], f"{h['val_mse']:.4f}", f"{h['usage']:.0%}", f"{h['seconds']:.0f}"] for h in epochs]
+    ceiling, gpt, (temperature, cfg_scale), n = scores["ceiling"], scores["gpt"], scores["setting"], scores["n"]
+    rows = [["tokenizer reconstructions of the test set (ceiling)", f"{epochs[-1]['seconds']:.0f}",
+             *summary_cells(ceiling)],
+            [f"GPT samples, T={temperature:g}, g={cfg_scale:g} (val loss {scores['gpt_val_loss']:.4f} nats)",
+             f"{scores['gpt_seconds']:.0f}", *summary_cells(gpt)]]
+    return f"""Produced by `{run['command']}` on {datetime.date.today().isoformat()} (commit {commit_text()}).
+Machine: {run['machine']}.
+Trained from nothing by `python vqvae_train.py --preset {run['preset']}` and `python transformer_train.py --preset
+{run['preset']}` (into {run['folder']}/): {run['recipe']}. Scored with the classifier {scores['classifier']} on {n}
+images each against the test set; samples in the data's class shares.
+
+{table(['tokenizer epoch', 'val MSE', 'codebook use (lowest)', 'seconds so far'], epoch_rows)}
+
+{table(['', 'training seconds', 'FID', 'precision', 'recall', 'read as the requested class'], rows)}
+"""
+
+
+def summary_cells(r):
+    return [f"{r['fid']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+            "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}"]

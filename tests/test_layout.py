@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["vqvae_train", "transformer_train", "generator", "evaluate", "benchmark"]
 LAYERS = [  # top to bottom
     SCRIPTS,
-    ["sampling", "training", "figures", "report", "metrics", "utilization", "image_files", "checkpoint", "data",
+    ["recipe", "sampling", "training", "figures", "report", "metrics", "utilization", "image_files", "checkpoint", "data",
      "token_cache", "distributed", "device"],
     sorted(f"models.{name[:-3]}" for name in os.listdir(os.path.join(REPO, "models"))
            if name.endswith(".py") and name != "__init__.py"),
