@@ -308,16 +308,25 @@ def retrain(cfg, args, argv):
         sys.exit("error: --retrain trains a preset's single-scale tokenizer and its GPT; "
                  "pick a preset without vqvae.scales")
     device = devices.pick_device(cfg.device)
+    dtype = devices.amp_dtype(device, cfg.amp)
     spec = data.describe(cfg.data)
-    metrics.load_classifier(metrics.classifier_path(cfg), device, spec)  # fail now, not after the training
+    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, spec)  # fail now, not after training
     overrides = [*args.overrides, *recipe.retrain_overrides(cfg.preset, args.overrides)]
     retrained = config.build_config(args.preset, overrides, args.seed, args.device)
     recipe.train(["--preset", args.preset, *[f for o in overrides for f in ("--set", o)],
                   *(["--seed", str(args.seed)] if args.seed is not None else []),
                   *(["--device", args.device] if args.device else [])])
-    scores = recipe.score(retrained, args.n)
+    prior, vqvae, gpt_ckpt = load_pair(default_path(retrained, "gpt"), None, device, dataset=spec.name)
+    test_images, test_labels = data.load_split(cfg.data, train=False)
+    _, reference = metrics.classify(classifier, test_images, device)
+    recon = metrics.reconstructions(vqvae, test_images[:args.n], device)
+    scores = {"ceiling": metrics.score(classifier, recon, test_labels[:args.n], reference, device),
+              "gpt": quality_row({"prior": prior, "vqvae": vqvae, "label": "GPT"}, classifier, reference, retrained,
+                                 device, dtype, args.n),
+              "gpt_history": gpt_ckpt["history"], "n": args.n,
+              "classifier": os.path.relpath(metrics.classifier_path(cfg))}
     run_facts = {"command": f"python benchmark.py {' '.join(argv)}", "preset": cfg.preset,
-                 "machine": (f"{describe_machine(device, devices.amp_dtype(device, cfg.amp))}; the tokenizer in "
+                 "machine": (f"{describe_machine(device, dtype)}; the tokenizer in "
                              f"{report.dtype_name(devices.amp_dtype(device, cfg.amp, tokenizer_training=True))}"),
                  "folder": os.path.relpath(retrained.checkpoint_dir), "recipe": recipe.in_words(retrained)}
     text = report.recipe_section(run_facts, recipe.tokenizer_epochs(retrained), scores)

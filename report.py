@@ -241,13 +241,14 @@ draws one token per forward pass, VAR one whole scale.
 
 def recipe_section(run, epochs, scores):
     """A retrained recipe's section. run: command, machine, preset, folder (of its checkpoints), recipe (in words);
-    epochs: the tokenizer's history; scores: recipe.score's result."""
+    epochs: the tokenizer's history; scores: 'ceiling' and 'gpt' (metrics.score's results, the GPT's with its
+    sampling point), 'gpt_history', 'n', 'classifier' (path)."""
     epoch_rows = [[h["epoch"], f"{h['val_mse']:.4f}", f"{h['usage']:.0%}", f"{h['seconds']:.0f}"] for h in epochs]
-    ceiling, gpt, (temperature, cfg_scale), n = scores["ceiling"], scores["gpt"], scores["setting"], scores["n"]
+    ceiling, gpt, n, gpt_last = scores["ceiling"], scores["gpt"], scores["n"], scores["gpt_history"][-1]
     rows = [["tokenizer reconstructions of the test set (ceiling)", f"{epochs[-1]['seconds']:.0f}",
              *summary_cells(ceiling)],
-            [f"GPT samples, T={temperature:g}, g={cfg_scale:g} (val loss {scores['gpt_val_loss']:.4f} nats)",
-             f"{scores['gpt_seconds']:.0f}", *summary_cells(gpt)]]
+            [f"GPT samples, {setting(gpt)} (val loss {gpt_last['val_loss']:.4f} nats)", f"{gpt_last['seconds']:.0f}",
+             *summary_cells(gpt)]]
     return f"""Produced by `{run['command']}` on {datetime.date.today().isoformat()} (commit {commit_text()}).
 Machine: {run['machine']}.
 Trained from nothing by `python vqvae_train.py --preset {run['preset']}` and `python transformer_train.py --preset
