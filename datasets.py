@@ -43,6 +43,12 @@ class Dataset:
     def image_shape(self):
         return self.channels, self.image_size, self.image_size
 
+    def in_words(self, n_train, n_val):
+        """What a run trains on, one line: for a folder, what it was read as (a class too many is a naming slip)."""
+        classes = ", ".join(self.class_names[:12]) + (", ..." if self.num_classes > 12 else "")
+        return (f"{self.title}: {n_train} training and {n_val} validation images, {self.num_classes} "
+                f"{'class' if self.num_classes == 1 else 'classes'} ({classes})")
+
 
 # --- MNIST-format datasets: four IDX files -----------------------------------------------------------------------
 

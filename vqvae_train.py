@@ -242,6 +242,7 @@ def run(cfg, resume):
             adversary.load_state_dict(ckpt["discriminator"])
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
+    print(data.describe(cfg.data).in_words(len(train_images), len(test_images)))
     print(f"VQ-VAE on {cfg.data.dataset}: {layout(model, cfg)}, {training.count_parameters(model) / 1e6:.2f}M "
           f"parameters; {devices.describe(device, dtype)}")
     steps_per_epoch = len(epoch_batches(len(train_images), cfg.vqvae_train, cfg.seed, 1))

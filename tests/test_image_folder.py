@@ -68,6 +68,8 @@ def test_the_config_follows_the_folder(two_classes, tmp_path):
     assert config.build_config("folder", [f"data.folder={two_classes}", "data.image_size=48"]).vqvae.grid_size == 6
     spec = data.describe(cfg.data)
     assert spec.class_names == ("cat", "dog") and spec.key.startswith("folder:pets:")
+    # the tokenizer's first line: what the folder was read as, so a class too many shows before training
+    assert spec.in_words(18, 2) == "pets: 18 training and 2 validation images, 2 classes (cat, dog)"
 
 
 @pytest.mark.parametrize("assignment", ["data.folder=/tmp", "data.image_size=64", "data.channels=1",
