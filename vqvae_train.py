@@ -228,7 +228,8 @@ def run(cfg, resume):
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.vqvae_train.lr, weight_decay=cfg.vqvae_train.weight_decay)
     scaler = devices.grad_scaler(device, dtype)
     run_cfg = training.run_config(cfg, "data", "vqvae", "vqvae_train")
-    data_key = data.describe(cfg.data).key
+    spec = data.describe(cfg.data)  # for a folder this scans its files: once per run
+    data_key = spec.key
     if data_key != cfg.data.dataset:  # a folder of images: resuming on changed contents is another run
         run_cfg["data_key"] = data_key
     adversary = Adversary(cfg, device) if cfg.vqvae_train.gan_weight > 0 else None
@@ -242,7 +243,7 @@ def run(cfg, resume):
             adversary.load_state_dict(ckpt["discriminator"])
         print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
 
-    print(data.describe(cfg.data).in_words(len(train_images), len(test_images)))
+    print(spec.in_words(len(train_images), len(test_images)))
     print(f"VQ-VAE on {cfg.data.dataset}: {layout(model, cfg)}, {training.count_parameters(model) / 1e6:.2f}M "
           f"parameters; {devices.describe(device, dtype)}")
     steps_per_epoch = len(epoch_batches(len(train_images), cfg.vqvae_train, cfg.seed, 1))
