@@ -18,6 +18,13 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+if dist.is_available():
+    # DistributedDataParallel imports this module the first time it wraps a model. Imported then, its functions'
+    # default arguments (group=group.WORLD) would hold the live process group, so destroy_process_group() could not
+    # free it: gloo's threads would outlive it and be torn down with the interpreter, which now and then aborts a
+    # process that has finished its work. Imported now, before any group exists, the defaults are None.
+    import torch.distributed.nn.functional  # noqa: F401
+
 
 def launched():
     """True in a process started by torchrun."""

@@ -8,7 +8,9 @@ half of the batch rather than of the whole batch; its reconstruction error after
 
 The single-process tokenizers are conftest.py's (trained once per session), copied where a run writes beside them.
 """
+import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -112,3 +114,30 @@ def test_the_adversarial_tokenizer_trains_and_resumes_under_two_processes(tmp_pa
     assert "resuming after epoch 1" in result.stdout and "identical codebooks" in result.stdout
     assert "discriminator loss" in result.stdout
     assert load(tmp_path / "ck" / "vqvae.pt")["discriminator"]["model"]
+
+
+STOP_FREES_THE_GROUP = """
+import os, torch, distributed
+distributed.start("cpu")
+distributed.wrap(torch.nn.Linear(2, 2), torch.device("cpu"))
+distributed.stop()
+print(sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the process's threads from /proc")
+def test_stop_frees_the_process_group_and_its_threads(tmp_path):
+    """After stop() no communication thread may remain: one torn down with the interpreter can abort a process that
+    finished its work (DDP once kept the group alive through default arguments of a module it imports)."""
+    env = {**ENV, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}
+    result = subprocess.run([sys.executable, "-c", STOP_FREES_THE_GROUP], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "gloo" not in result.stdout, result.stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
