@@ -220,11 +220,13 @@ PRESETS = {
     # which halve the reconstructions' FID against one (RESULTS.md); 98 tokens cost ~6x the 4x4 grid's prior time per
     # epoch, so 2 GPT epochs keep the default pipeline (tokenizer + GPT) at about 20 minutes on a 2-core CPU. The
     # tokenizer is MSE only: on clothes the adversary's adaptive weight spikes, knocks the codebook over and never
-    # pays back (RESULTS.md, Fashion-MNIST: the tokenizer's adversary). Two epochs are far from the GPT's fit, so it
-    # trains without dropout (a regulariser for long runs) and in batches of 128, twice the updates in the same time;
-    # its sampling point was chosen on those checkpoints (RESULTS.md, what each step bought)
+    # pays back (RESULTS.md, Fashion-MNIST: the tokenizer's adversary). Five tokenizer epochs and two GPT epochs are
+    # short runs, so both train in batches of 64: more updates for about the same time per epoch, as these small
+    # models keep 2 cores busy at that size; and the GPT without dropout, a regulariser for long runs (RESULTS.md,
+    # what each step bought)
     "fashion_mnist": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "vqvae.num_codebooks=2",
-                      "vqvae_train.gan_weight=0", "gpt.dropout=0", "gpt_train.batch_size=128", "gpt_train.epochs=2",
+                      "vqvae_train.gan_weight=0", "vqvae_train.batch_size=64", "gpt.dropout=0",
+                      "gpt_train.batch_size=64", "gpt_train.epochs=2",
                       "diffusion_train.epochs=2", *NEUTRAL_SAMPLING, "gpt.temperature=1.05", "gpt.cfg_scale=2.0"],
     # VAR on the same 7x7 latent with a short scale plan: 1, 2, 4, 7 = 70 tokens (1, 2, 3, 4, 5, 7 would be 104), so
     # 3 epochs take about the GPT's 2 in wall-clock time; trained as the GPT is (no dropout, batches of 128)

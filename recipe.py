@@ -42,10 +42,11 @@ def tokenizer_epochs(retrained):
 
 
 def in_words(cfg):
-    """The recipe's main choices, for the report: grid, codes, adversary, epochs."""
+    """The recipe's main choices, for the report: grid, codes, adversary, epochs and batch sizes."""
     v, t = cfg.vqvae, cfg.vqvae_train
     adversary = (f"adversary weight {t.gan_weight:g} from epoch {t.gan_start_epoch}" if t.gan_weight > 0
                  else "no adversary (MSE only)")
+    g = cfg.gpt_train
     return (f"a {v.grid_size}x{v.grid_size}x{v.num_codebooks} tokenizer with {v.codebook_size} codes, {adversary}, "
-            f"{t.epochs} epochs; a GPT of {cfg.gpt.n_layer} layers, d = {cfg.gpt.d_model}, {cfg.gpt_train.epochs} "
-            f"epochs")
+            f"{t.epochs} epochs in batches of {t.batch_size}; a GPT of {cfg.gpt.n_layer} layers, d = "
+            f"{cfg.gpt.d_model}, dropout {cfg.gpt.dropout:g}, {g.epochs} epochs in batches of {g.batch_size}")
