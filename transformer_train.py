@@ -90,10 +90,9 @@ def train_epoch(model, loss_fn, optimizer, scaler, tokens_NL, labels_N, tc, epoc
     return total / len(batches), step
 
 
-def save_sample_grid(model, vqvae, cfg, device, dtype, path, seed):
-    """One row per class at the prior's sampling temperature and guidance, from a fixed seed so grids of different
-    epochs compare."""
-    names = data.describe(cfg.data).class_names
+def save_sample_grid(model, vqvae, cfg, names, device, dtype, path, seed):
+    """One row per class (names: the dataset's class names) at the prior's sampling temperature and guidance, from a
+    fixed seed so grids of different epochs compare."""
     classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
     temperature, cfg_scale = config.sampling_settings(cfg, model)
     images = sampling.draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg_scale, seed=seed)
@@ -148,12 +147,12 @@ def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
         run(cfg, prior_cls, ckpt_path, resume, vqvae_path)
 
 
-def tokenizer_and_tokens(cfg, prior_cls, vqvae_path, device):
+def tokenizer_and_tokens(cfg, spec, prior_cls, vqvae_path, device):
     """The tokenizer (checked to suit the prior), its fingerprint, and the dataset's (tokens_NL, labels_N) for
     training and validation, encoded once and cached."""
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset, preset=cfg.preset)
     check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset, cfg.preset)
-    check_same_images(vqvae_ckpt, vqvae_path, data.describe(cfg.data))
+    check_same_images(vqvae_ckpt, vqvae_path, spec)
     tokenizer_id = vqvae_ckpt["tokenizer_id"]
     with distributed.main_first():  # rank 0 encodes and caches; the others then read the cache
         tokens = token_cache.load_or_build_tokens(cfg.data, tokenizer_id, vqvae.encode_sequence)
@@ -161,11 +160,11 @@ def tokenizer_and_tokens(cfg, prior_cls, vqvae_path, device):
             (tokens["test"][0].flatten(1), tokens["test"][1]))
 
 
-def save_epoch_figures(model, vqvae, cfg, device, dtype, epoch, history, results_dir, name):
+def save_epoch_figures(model, vqvae, cfg, class_names, device, dtype, epoch, history, results_dir, name):
     """The epoch's sample grid (every `sample_every` epochs and the last) and the loss curves."""
     tc = getattr(cfg, f"{model.kind}_train")
     if epoch % tc.sample_every == 0 or epoch == tc.epochs:
-        save_sample_grid(model, vqvae, cfg, device, dtype, os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"),
+        save_sample_grid(model, vqvae, cfg, class_names, device, dtype, os.path.join(results_dir, f"samples_epoch{epoch:03d}.png"),
                          cfg.seed)
     loss = "cross-entropy" if model.exact_likelihood else "denoising loss"
     figures.plot_curves(history, ("train_loss", "val_loss"), os.path.join(results_dir, "loss.png"),
@@ -183,14 +182,15 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
     ensure_folder(results_dir)
 
     vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
+    spec = data.describe(cfg.data)  # for a folder this scans its files: once per run
     vqvae, tokenizer_id, (train_tokens, train_labels), (test_tokens, test_labels) = \
-        tokenizer_and_tokens(cfg, prior_cls, vqvae_path, device)
+        tokenizer_and_tokens(cfg, spec, prior_cls, vqvae_path, device)
 
     model = build_prior(kind, config.to_dict(getattr(cfg, kind)), vqvae.token_info(), vqvae).to(device)
     optimizer = make_optimizer(model, tc)
     scaler = devices.grad_scaler(device, dtype)
     run_cfg = {**training.run_config(cfg, "data", kind, f"{kind}_train"), "tokenizer_id": tokenizer_id}
-    data_key = data.describe(cfg.data).key
+    data_key = spec.key
     if data_key != cfg.data.dataset:  # a folder of images: resuming on changed contents is another run
         run_cfg["data_key"] = data_key
     start_epoch, history, elapsed = 1, [], 0.0
@@ -228,10 +228,10 @@ def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
         figure = f"= {val_loss / math.log(2):.3f} bits/token" if exact else "(denoising loss)"
         print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats {figure}  ({elapsed:.0f}s)")
         with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
-            save_epoch_figures(model, vqvae, cfg, device, dtype, epoch, history, results_dir, name)
+            save_epoch_figures(model, vqvae, cfg, spec.class_names, device, dtype, epoch, history, results_dir, name)
         distributed.barrier()
     if prior_cls.reverse_process and distributed.is_main():
-        names = data.describe(cfg.data).class_names
+        names = spec.class_names
         frames = sampling.reverse_process_frames(model, vqvae, torch.arange(len(names)), device, dtype, cfg.seed)
         figures.save_reverse_process(frames, names, os.path.join(results_dir, "reverse_process"))
     print(f"checkpoint: {ckpt_path}\nsamples and curves: {results_dir}/")
