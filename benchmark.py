@@ -23,17 +23,20 @@ import time
 import torch
 
 import config
-import data
-import device as devices
-import figures
-import metrics
-import recipe
-import report
-import utilization
-from checkpoint import CheckpointError, default_path, find_tokenizer, load_file, load_pair
-from files import WriteError
+from pipeline import data
+from pipeline import datasets
+from pipeline import devices
+from pipeline import figures
+from pipeline import metrics
+from pipeline import recipe
+from pipeline import report
+from pipeline import utilization
+from pipeline.checkpoint import default_path, find_tokenizer, load_file, load_pair
+
 from models.prior import registered
-from sampling import class_ids, draw_images
+from pipeline.sampling import class_ids, draw_images
+from pipeline.errors import CheckpointError, FlagError
+from pipeline import cli, settings
 
 STEP_COUNTS = (4, 8, 16, 32)  # reverse steps tried for the priors that have them (--steps)
 
@@ -114,11 +117,11 @@ def training_speed(prior, vqvae, cfg, device, dtype, repeats, steps=5, include_v
 
 
 def temperature_sweep(prior, vqvae, cfg, device, dtype, temperatures, n):
-    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, data.describe(cfg.data))
+    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, datasets.spec_of(cfg.data))
     test_images, _ = data.load_split(cfg.data, train=False)
     _, reference = metrics.classify(classifier, test_images, device)
     rows = []
-    _, guidance = config.sampling_settings(cfg, prior)
+    _, guidance = settings.sampling_settings(cfg, prior)
     for temperature in temperatures:
         classes, labels = class_ids(n, prior, unconditional=False, proportions=data.class_proportions(cfg.data))
         images = data.to_uint8(draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k,
@@ -132,9 +135,7 @@ def temperature_sweep(prior, vqvae, cfg, device, dtype, temperatures, n):
 
 def describe_machine(device, dtype):
     cpu = platform.processor() or platform.machine()
-    return f"{devices.describe(device, dtype)}; {cpu}; torch {torch.__version__}; {os.cpu_count()} logical CPUs"
-
-
+    return f"{devices.in_words(device, dtype)}; {cpu}; torch {torch.__version__}; {os.cpu_count()} logical CPUs"
 
 
 # --- all priors side by side ----------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
     """Draw n samples at the prior's own temperature and guidance, time them, and score them."""
     prior, vqvae = entry["prior"], entry["vqvae"]
     classes, labels = class_ids(n, prior, unconditional=False, proportions=data.class_proportions(cfg.data))
-    temperature, guidance = config.sampling_settings(cfg, prior)
+    temperature, guidance = settings.sampling_settings(cfg, prior)
     t0 = time.perf_counter()
     images = draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k, guidance,
                          cfg.sample.batch_size, cfg.seed, steps=steps, progress=True)
@@ -179,7 +180,7 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
 def compare_priors(entries, cfg, device, dtype, n, step_counts):
     """Quality of every prior (and of each tokenizer's reconstructions), plus the priors with reverse steps at
     several step counts."""
-    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, data.describe(cfg.data))
+    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, datasets.spec_of(cfg.data))
     test_images, test_labels = data.load_split(cfg.data, train=False)
     train_images, train_labels = data.load_split(cfg.data, train=True)
     _, reference = metrics.classify(classifier, test_images, device)
@@ -215,7 +216,7 @@ def positive_ints(text):
 
 
 def main(argv=None):
-    parser = config.make_parser("Benchmark sampling/training speed and quality of every trained prior.")
+    parser = cli.make_parser("Benchmark sampling/training speed and quality of every trained prior.")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (after one warm-up)")
     parser.add_argument("--batch-sizes", default="1,100,1000", help="sampling batch sizes")
     parser.add_argument("--sweep", action="store_true", help="the first prior's FID / precision / recall vs temperature")
@@ -233,19 +234,17 @@ def main(argv=None):
                              "checkpoints/retrain/PRESET/), then score the reconstructions and --n GPT samples; with "
                              "--report, into --out")
     argv = sys.argv[1:] if argv is None else argv
-    args, cfg = config.parse_config(parser, argv)
-    args.steps = positive_ints(args.steps)
-    if args.steps is None:
-        sys.exit("error: --steps must be positive integers separated by commas, e.g. 4,8,16")
-    try:
+    args, cfg = cli.parse_config(parser, argv)
+    with cli.one_line_errors():
+        args.steps = positive_ints(args.steps)
+        if args.steps is None:
+            raise FlagError("--steps must be positive integers separated by commas, e.g. 4,8,16")
         if args.utilization:
             report_utilization(cfg, args, argv)
         elif args.retrain:
             retrain(cfg, args, argv)
         else:
             run(cfg, args, argv)
-    except (CheckpointError, data.DataError, WriteError, devices.DeviceError) as e:
-        sys.exit(f"error: {e}")
 
 
 def run(cfg, args, argv):
@@ -254,7 +253,7 @@ def run(cfg, args, argv):
     dtype = devices.amp_dtype(device, cfg.amp)
     entries = load_priors(cfg, device)
     if args.sweep or args.report:  # fail now, not after the speed runs
-        metrics.load_classifier(metrics.classifier_path(cfg), device, data.describe(cfg.data))
+        metrics.load_classifier(metrics.classifier_path(cfg), device, datasets.spec_of(cfg.data))
     machine = describe_machine(device, dtype)
     print(machine)
 
@@ -265,7 +264,7 @@ def run(cfg, args, argv):
         if prior.kv_cache:  # with and without it
             sampling_speeds[entry["label"]] = {scale: sampling_speed(prior, vqvae, device, dtype, batch_sizes, args.repeats,
                                                                      scale)
-                                                  for scale in sorted({1.0, config.sampling_settings(cfg, prior)[1]})}
+                                                  for scale in sorted({1.0, settings.sampling_settings(cfg, prior)[1]})}
             for scale, rows in sampling_speeds[entry["label"]].items():
                 for row in rows:
                     print(f"{entry['label']} sampling cfg {scale}, batch {row['batch']:>5}: KV cache {row['kv']:8.1f} "
@@ -283,14 +282,14 @@ def run(cfg, args, argv):
     temperatures = [float(t) for t in args.temperatures.split(",")]
     sweep = temperature_sweep(first["prior"], first["vqvae"], cfg, device, dtype, temperatures, args.n)
     # --report: beside the report (_writeup_images/[<dataset>/]), so the report's relative link finds it
-    plot_path = os.path.join(os.path.dirname(args.out), "_writeup_images", data.describe(cfg.data).folder,
+    plot_path = os.path.join(os.path.dirname(args.out), "_writeup_images", datasets.spec_of(cfg.data).folder,
                              "temperature_sweep.png") if args.report else \
         os.path.join(cfg.results_dir, "benchmark", "temperature_sweep.png")
     figures.plot_sweep(sweep, plot_path)
     print(f"sweep plot: {plot_path}")
     if args.report:
         references = compare_priors(entries, cfg, device, dtype, args.n, args.steps)
-        spec = data.describe(cfg.data)
+        spec = datasets.spec_of(cfg.data)
         run_facts = {"command": f"python benchmark.py {' '.join(argv)}", "machine": machine, "spec": spec,
                      "classifier": os.path.relpath(metrics.classifier_path(cfg)), "n": args.n,
                      "batch_size": cfg.sample.batch_size,
@@ -305,14 +304,14 @@ def run(cfg, args, argv):
 def retrain(cfg, args, argv):
     """--retrain: what a user gets from the preset's two training commands, measured (recipe.py)."""
     if cfg.vqvae.scales:
-        sys.exit("error: --retrain trains a preset's single-scale tokenizer and its GPT; "
-                 "pick a preset without vqvae.scales")
+        raise FlagError("--retrain trains a preset's single-scale tokenizer and its GPT; "
+                        "pick a preset without vqvae.scales")
     device = devices.pick_device(cfg.device)
     dtype = devices.amp_dtype(device, cfg.amp)
-    spec = data.describe(cfg.data)
+    spec = datasets.spec_of(cfg.data)
     classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, spec)  # fail now, not after training
     overrides = [*args.overrides, *recipe.retrain_overrides(cfg.preset, args.overrides)]
-    retrained = config.build_config(args.preset, overrides, args.seed, args.device)
+    retrained = settings.build_config(args.preset, overrides, args.seed, args.device)
     recipe.train(["--preset", args.preset, *[f for o in overrides for f in ("--set", o)],
                   *(["--seed", str(args.seed)] if args.seed is not None else []),
                   *(["--device", args.device] if args.device else [])])
@@ -352,7 +351,7 @@ def measure_utilization(cfg, device, dtype, batch, repeats):
         classes = torch.arange(batch) % prior.cfg.num_classes
         decoder = vqvae.flops()["decoder"]
         mine = []
-        for scale in sorted({1.0, config.sampling_settings(cfg, prior)[1]}):
+        for scale in sorted({1.0, settings.sampling_settings(cfg, prior)[1]}):
             median, _ = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, cfg_scale=scale,
                                                   batch_size=batch), repeats)
             mine.append(utilization.row(f"{prior.title}: sampling, guidance {scale:g}, batch {batch}",

@@ -20,20 +20,22 @@ set (the best any prior on this tokenizer can do).
 """
 import json
 import os
-import sys
 import time
 
 import torch
 
 import config
-import data
-import device as devices
-import metrics
-import sampling
-from checkpoint import CheckpointError, default_path, load_pair, load_vqvae, prior_path, tokenizer_path
-from files import WriteError
-from image_files import MIN_SAMPLES, SampleFileError, read_images
-from sampling import FlagError, check_sampling_flags, flag
+from pipeline import data
+from pipeline import datasets
+from pipeline import devices
+from pipeline import metrics
+from pipeline import sampling
+from pipeline.checkpoint import default_path, load_pair, load_vqvae, prior_path, tokenizer_path
+
+from pipeline.image_files import MIN_SAMPLES, read_images
+from pipeline.sampling import check_sampling_flags, flag
+from pipeline.errors import FlagError
+from pipeline import cli
 
 
 DRAW_N = 10_000  # default of --n
@@ -45,7 +47,7 @@ DRAWING_FLAGS = ("n", "temperature", "steps", "cfg", "batch_size", "balanced")  
 def read_samples(path, image_shape=None, num_classes=None):
     """images (uint8 N x C x H x W) and labels (int64 N: a class id, or -1 when unconditional or not given) from an
     npz, a .npy or a folder of PNGs (image_files.py), checked. Shape and classes default to the default dataset's."""
-    spec = data.dataset(config.DataConfig.dataset)
+    spec = datasets.entry(config.DataConfig.dataset)
     return read_images(path, tuple(spec.image_shape if image_shape is None else image_shape),
                        spec.num_classes if num_classes is None else num_classes)
 
@@ -60,7 +62,7 @@ def print_table(rows):
 
 
 def main(argv=None):
-    parser = config.make_parser("Score generated images with the repo's classifier of the dataset.")
+    parser = cli.make_parser("Score generated images with the repo's classifier of the dataset.")
     parser.add_argument("samples", nargs="?", help="npz from generator.py --save (omit to draw from checkpoints)")
     parser.add_argument("--train-classifier", action="store_true",
                         help="(re)build the classifier in the checkpoint folder (checkpoints/classifier.pt)")
@@ -81,12 +83,10 @@ def main(argv=None):
                              "share of the training images, as FID compares distributions)")
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
-    args, cfg = config.parse_config(parser, argv)
-    try:
+    args, cfg = cli.parse_config(parser, argv)
+    with cli.one_line_errors():
         check_flags(args)
         report = evaluate(cfg, args)
-    except (FlagError, CheckpointError, SampleFileError, data.DataError, WriteError, devices.DeviceError) as e:
-        sys.exit(f"error: {e}")
     if report is None:
         return
     if args.json:
@@ -117,7 +117,7 @@ def evaluate(cfg, args):
         metrics.train_classifier(cfg, default_path(cfg, "classifier"))
         if not args.samples:
             return None
-    spec = data.describe(cfg.data)
+    spec = datasets.spec_of(cfg.data)
     # checked before any work
     samples = read_samples(args.samples, spec.image_shape, spec.num_classes) if args.samples else None
     scoring_with = metrics.classifier_path(cfg, getattr(args, "classifier", None))

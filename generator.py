@@ -23,21 +23,21 @@ raster GPT can only `complete` (it cannot look at tokens after the one it draws)
 at every scale; diffusion starts with only the re-drawn tokens corrupted. Each grid row: original, masked, results.
 """
 import os
-import sys
 import time
 from types import SimpleNamespace
 
 import torch
 
-import config
-import data
-import device as devices
-import figures
-import files
-import sampling
-from checkpoint import CheckpointError, load_pair, prior_path
+from pipeline import data
+from pipeline import datasets
+from pipeline import devices
+from pipeline import figures
+from pipeline import sampling
+from pipeline.checkpoint import load_pair, prior_path
 from models.prior import priors_with
-from sampling import EDITS, FlagError, check_sampling_flags, flag
+from pipeline.sampling import EDITS, check_sampling_flags, flag
+from pipeline.errors import CheckpointError, FlagError
+from pipeline import cli
 
 SAVE_N, EDIT_IMAGES, EDIT_SAMPLES = 10_000, 8, 4  # defaults of --n, --edit-images, --edit-samples
 
@@ -88,7 +88,7 @@ def check_flags(args):
 
 
 def main(argv=None):
-    parser = config.make_parser("Draw samples from a trained prior + VQ-VAE.")
+    parser = cli.make_parser("Draw samples from a trained prior + VQ-VAE.")
     parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path "
                                                        "(default: checkpoints/gpt.pt)")
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
@@ -114,11 +114,9 @@ def main(argv=None):
                         help=f"results per edited image (default {EDIT_SAMPLES})")
     parser.add_argument("--show-process", action="store_true", help="diffusion: save the reverse process (PNG + GIF)")
     parser.add_argument("--out", default=None, help="folder for grids (default: _results/generator)")
-    args, cfg = config.parse_config(parser, argv)
-    try:
+    args, cfg = cli.parse_config(parser, argv)
+    with cli.one_line_errors():
         generate(cfg, args, check_flags(args))
-    except (FlagError, CheckpointError, data.DataError, files.WriteError, devices.DeviceError) as e:
-        sys.exit(f"error: {e}")
 
 
 def generate(cfg, args, mode):
@@ -133,11 +131,11 @@ def generate(cfg, args, mode):
     batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
     run = SimpleNamespace(
         cfg=cfg, args=args, prior=prior, vqvae=vqvae, device=device, dtype=dtype, temperature=temperature,
-        cfg_scale=cfg_scale, top_k=top_k, class_names=data.describe(cfg.data).class_names,
+        cfg_scale=cfg_scale, top_k=top_k, class_names=datasets.spec_of(cfg.data).class_names,
         options=dict(top_k=top_k, cfg_scale=cfg_scale, batch_size=batch_size, seed=cfg.seed,
                      use_cache=not args.no_kv_cache, steps=args.steps),
         out_dir=args.out or os.path.join(cfg.results_dir, "generator"), tag=prior.output_prefix)
-    print(f"{prior.kind} prior trained {ckpt['epoch']} epochs; {devices.describe(device, dtype)}")
+    print(f"{prior.kind} prior trained {ckpt['epoch']} epochs; {devices.in_words(device, dtype)}")
     {"show_process": show_process, "edit": edit, "save": save, "grids": grids}[mode](run)
 
 

@@ -17,22 +17,16 @@ reverse process as a strip and an animated GIF at the end.
 """
 import math
 import os
-import time
 
 import torch
 from tqdm import tqdm
 
 import config
-import data
-import device as devices
-import distributed
-import figures
-import sampling
-import token_cache
-import training
-from checkpoint import CheckpointError, build_prior, dataset_of, default_path, load_vqvae, tokenizer_path
-from files import RunLock, atomic_save, ensure_folder
 from models.prior import prior_class, priors_with, registered
+from pipeline import cli, devices, distributed, figures, sampling, settings, token_cache, training
+from pipeline.checkpoint import build_prior, dataset_of, default_path, load_vqvae, tokenizer_path
+from pipeline.errors import CheckpointError
+from pipeline.training_run import TrainingRun, launch
 
 
 def make_optimizer(model, tc):
@@ -59,57 +53,47 @@ def validation_loss(model, tokens_NL, labels_N, device, dtype, batch_size=1000, 
     return total / len(tokens_NL)
 
 
-def train_epoch(model, loss_fn, optimizer, scaler, tokens_NL, labels_N, tc, epoch, device, dtype, step, total_steps,
-                seed, ckpt_path):
-    """One pass over the tokens; stops at the first non-finite loss (training.Diverged) before it changes the
-    weights. loss_fn: model.loss, or the same through DDP under torchrun (each process takes its shard of every
-    global batch, after the class dropout drawn for the whole batch, so the draws match a single process)."""
+def train_epoch(run, model, tokens_NL, labels_N, epoch):
+    """One pass over the tokens. Under torchrun each process takes its shard of every global batch, after the
+    class dropout drawn for the whole batch, so the draws match a single process."""
     model.train()
-    rng = training.epoch_generator(seed, epoch)
-    batches = distributed.usable_batches(data.batch_indices(len(tokens_NL), tc.batch_size, rng))
+    rng = run.epoch_rng(epoch)
+    batches = run.batches(len(tokens_NL), rng)
     total = 0.0
-    bar = tqdm(batches, desc=f"{model.name} epoch {epoch}/{tc.epochs}", leave=False, disable=distributed.progress_off())
+    bar = tqdm(batches, desc=f"{model.name} epoch {epoch}/{run.tc.epochs}", leave=False,
+               disable=distributed.progress_off())
     for batch in bar:
         labels = model.drop_classes(labels_N[batch], rng)
         mine = distributed.shard(torch.arange(len(batch)))
-        tokens, labels = tokens_NL[batch[mine]].to(device), labels[mine]
-        training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, tc.warmup_steps, tc.min_lr_ratio))
-        with devices.autocast(device, dtype):
-            loss = loss_fn(tokens, labels.to(device))
-        loss_value = distributed.mean(loss.item())  # every process stops together on a non-finite loss
-        training.check_finite(loss_value, epoch, step + 1, ckpt_path, f"--set {model.kind}_train.lr=...")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        step += 1
+        tokens, labels = tokens_NL[batch[mine]].to(run.device), labels[mine]
+        run.set_lr(run.tc.warmup_steps, run.tc.min_lr_ratio)
+        with devices.autocast(run.device, run.dtype):
+            loss = run.loss_fn(tokens, labels.to(run.device))
+        loss_value = run.loss_value(loss, epoch)
+        run.backward(loss)
+        run.optimizer_step(grad_clip=run.tc.grad_clip)
         total += loss_value
         bar.set_postfix(loss=f"{loss_value:.3f}")
-    return total / len(batches), step
+    return total / len(batches)
 
 
 def save_sample_grid(model, vqvae, cfg, names, device, dtype, path, seed):
     """One row per class (names: the dataset's class names) at the prior's sampling temperature and guidance, from a
     fixed seed so grids of different epochs compare."""
     classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
-    temperature, cfg_scale = config.sampling_settings(cfg, model)
+    temperature, cfg_scale = settings.sampling_settings(cfg, model)
     images = sampling.draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg_scale, seed=seed)
     figures.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)
 
 
 def main(argv=None):
-    parser = config.make_parser("Train a token prior (raster GPT, VAR or discrete diffusion) on VQ-VAE tokens.")
+    parser = cli.make_training_parser("Train a token prior (raster GPT, VAR or discrete diffusion) on VQ-VAE tokens.")
     parser.add_argument("--prior", default="gpt", choices=list(registered()),
                         help="which prior to train (default: gpt)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint with a new run")
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt, "
                                                       "or vqvae_multiscale.pt for --prior var)")
-    args, cfg = config.parse_config(parser, argv)
-    training.run_main(cfg, lambda: train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae,
-                                         overwrite=args.overwrite))
+    args, cfg = cli.parse_config(parser, argv)
+    launch(cfg, lambda: train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae, overwrite=args.overwrite))
 
 
 def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset, preset=None):
@@ -117,7 +101,7 @@ def check_tokenizer(prior_cls, vqvae, vqvae_path, dataset, preset=None):
     if prior_cls.multiscale_tokenizer == vqvae.multiscale:
         return
     scale = {True: "multi-scale", False: "single-scale"}
-    preset = config.tokenizer_preset(dataset, prior_cls.multiscale_tokenizer, preset)
+    preset = settings.tokenizer_preset(dataset, prior_cls.multiscale_tokenizer, preset)
     preset = f" --preset {preset}" if preset else ""
     readers = priors_with(lambda c: c.multiscale_tokenizer == vqvae.multiscale)
     raise CheckpointError(f"{vqvae_path} is a {scale[vqvae.multiscale]} tokenizer, but the {prior_cls.kind} prior "
@@ -133,18 +117,6 @@ def check_same_images(vqvae_ckpt, vqvae_path, spec):
         raise CheckpointError(f"{vqvae_path} was trained on the folder {spec.title} as it was then ({trained_on}); it "
                               f"has changed since ({spec.key}): train the tokenizer again (vqvae_train.py with the "
                               f"same flags and --overwrite), or restore the folder")
-
-
-def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
-    """Train (or continue) a prior of a registered kind; one run at a time per checkpoint file (rank 0 holds the
-    lock)."""
-    prior_cls = prior_class(kind)
-    if kind not in config.prior_sections(cfg):
-        raise CheckpointError(f"the {kind} prior has no config section; add `{kind}` and `{kind}_train` to config.Config")
-    ckpt_path = default_path(cfg, prior_cls.checkpoint_name(getattr(cfg, kind)))
-    with RunLock(ckpt_path, enabled=distributed.is_main()):
-        training.refuse_overwrite(ckpt_path, resume, overwrite)
-        run(cfg, prior_cls, ckpt_path, resume, vqvae_path)
 
 
 def tokenizer_and_tokens(cfg, spec, prior_cls, vqvae_path, device):
@@ -171,70 +143,43 @@ def save_epoch_figures(model, vqvae, cfg, class_names, device, dtype, epoch, his
                         f"{name} {loss} (nats per token)")
 
 
-def run(cfg, prior_cls, ckpt_path, resume, vqvae_path):
-    devices.seed_everything(cfg.seed + distributed.rank())  # dropout and noise differ; weights come from rank 0
-    device = devices.pick_device(cfg.device)
-    dtype = devices.amp_dtype(device, cfg.amp)
-    kind = prior_cls.kind
+def train(cfg, kind="gpt", resume=False, vqvae_path=None, overwrite=False):
+    """Train (or continue) a prior of a registered kind."""
+    prior_cls = prior_class(kind)
+    if kind not in config.prior_sections(cfg):
+        raise CheckpointError(f"the {kind} prior has no config section; add `{kind}` and `{kind}_train` to config.Config")
     name = prior_cls.checkpoint_name(getattr(cfg, kind))
     results_dir = os.path.join(cfg.results_dir, prior_cls.results_folder or name)
-    tc = getattr(cfg, f"{kind}_train")
-    ensure_folder(results_dir)
-
-    vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
-    spec = data.describe(cfg.data)  # for a folder this scans its files: once per run
-    vqvae, tokenizer_id, (train_tokens, train_labels), (test_tokens, test_labels) = \
-        tokenizer_and_tokens(cfg, spec, prior_cls, vqvae_path, device)
-
-    model = build_prior(kind, config.to_dict(getattr(cfg, kind)), vqvae.token_info(), vqvae).to(device)
-    optimizer = make_optimizer(model, tc)
-    scaler = devices.grad_scaler(device, dtype)
-    run_cfg = {**training.run_config(cfg, "data", kind, f"{kind}_train"), "tokenizer_id": tokenizer_id}
-    data_key = spec.key
-    if data_key != cfg.data.dataset:  # a folder of images: resuming on changed contents is another run
-        run_cfg["data_key"] = data_key
-    start_epoch, history, elapsed = 1, [], 0.0
-    if resume:
-        ckpt = training.resume_state(ckpt_path, kind, run_cfg, f"{kind}_train")
-        if ckpt is None:
+    with TrainingRun(cfg, kind, default_path(cfg, name), results_dir, resume, overwrite) as run:
+        device, dtype = run.device, run.dtype
+        vqvae_path = vqvae_path or tokenizer_path(cfg, multiscale=prior_cls.multiscale_tokenizer)
+        vqvae, tokenizer_id, (train_tokens, train_labels), (test_tokens, test_labels) = \
+            tokenizer_and_tokens(cfg, run.spec, prior_cls, vqvae_path, device)
+        run.run_config["tokenizer_id"] = tokenizer_id
+        model = build_prior(kind, settings.to_dict(getattr(cfg, kind)), vqvae.token_info(), vqvae).to(device)
+        if not run.begin(model, make_optimizer(model, run.tc), len(train_tokens)):
             return
-        start_epoch, history, elapsed = training.restore(ckpt, model, optimizer, scaler)
-        print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
-
-    exact = prior_cls.exact_likelihood  # else a training loss such as diffusion's denoising loss
-    print(f"{kind}: sequence of {model.L} tokens, {training.count_parameters(model, trainable=True) / 1e6:.2f}M "
-          f"trainable parameters, tokenizer {tokenizer_id}; {devices.describe(device, dtype)}")
-    steps_per_epoch = len(distributed.usable_batches(data.batch_indices(len(train_tokens), tc.batch_size,
-                                                                        shuffle=False)))
-    loss_fn = distributed.loss_function(model, device)
-    total_steps, step = tc.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
-    for epoch in range(start_epoch, tc.epochs + 1):
-        t0 = time.time()
-        train_loss, step = train_epoch(model, loss_fn, optimizer, scaler, train_tokens, train_labels, tc, epoch,
-                                       device, dtype, step, total_steps, cfg.seed, ckpt_path)
-        elapsed += time.time() - t0
-        rng_states = training.gathered_rng_states()
-        if not distributed.is_main():
-            distributed.barrier()  # rank 0 validates and writes
-            continue
-        val_loss = validation_loss(model, test_tokens, test_labels, device, dtype, seed=cfg.seed)
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                        "val_bits_per_token": val_loss / math.log(2), "seconds": elapsed})
-        atomic_save({"kind": kind, "dataset": cfg.data.dataset, "data_key": data_key, "config": config.to_dict(model.cfg),
-                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                     "history": history, "run_config": run_cfg, **vqvae.token_info(),
-                     "tokenizer_id": tokenizer_id, "vqvae_path": vqvae_path,
-                     **training.resumable_state(epoch, optimizer, scaler, elapsed, rng_states)}, ckpt_path)
-        figure = f"= {val_loss / math.log(2):.3f} bits/token" if exact else "(denoising loss)"
-        print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats {figure}  ({elapsed:.0f}s)")
-        with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
-            save_epoch_figures(model, vqvae, cfg, spec.class_names, device, dtype, epoch, history, results_dir, name)
-        distributed.barrier()
-    if prior_cls.reverse_process and distributed.is_main():
-        names = spec.class_names
-        frames = sampling.reverse_process_frames(model, vqvae, torch.arange(len(names)), device, dtype, cfg.seed)
-        figures.save_reverse_process(frames, names, os.path.join(results_dir, "reverse_process"))
-    print(f"checkpoint: {ckpt_path}\nsamples and curves: {results_dir}/")
+        print(f"{kind}: sequence of {model.L} tokens, {training.count_parameters(model, trainable=True) / 1e6:.2f}M "
+              f"trainable parameters, tokenizer {tokenizer_id}; {devices.in_words(device, dtype)}")
+        for epoch in run.epochs():
+            with run.timed():
+                train_loss = train_epoch(run, model, train_tokens, train_labels, epoch)
+            if not run.rank0_writes():
+                continue
+            val_loss = validation_loss(model, test_tokens, test_labels, device, dtype, seed=cfg.seed)
+            run.save(epoch, {"train_loss": train_loss, "val_loss": val_loss,
+                             "val_bits_per_token": val_loss / math.log(2)}, model.cfg,
+                     **vqvae.token_info(), tokenizer_id=tokenizer_id, vqvae_path=vqvae_path)
+            figure = f"= {val_loss / math.log(2):.3f} bits/token" if prior_cls.exact_likelihood else "(denoising loss)"
+            print(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f} nats {figure}  "
+                  f"({run.elapsed:.0f}s)")
+            run.draw(lambda: save_epoch_figures(model, vqvae, cfg, run.spec.class_names, device, dtype, epoch,
+                                                run.history, run.results_dir, name))
+        if prior_cls.reverse_process and distributed.is_main():
+            names = run.spec.class_names
+            frames = sampling.reverse_process_frames(model, vqvae, torch.arange(len(names)), device, dtype, cfg.seed)
+            figures.save_reverse_process(frames, names, os.path.join(run.results_dir, "reverse_process"))
+        print(f"checkpoint: {run.ckpt_path}\nsamples and curves: {run.results_dir}/")
 
 
 if __name__ == "__main__":

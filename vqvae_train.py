@@ -14,23 +14,18 @@ The multi-scale tokenizer writes checkpoints/vqvae_multiscale.pt and _results/vq
 original, so the image sharpens scale by scale.
 """
 import os
-import time
 from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import config
-import data
-import device as devices
-import distributed
-import figures
-import training
-from checkpoint import CheckpointError, tokenizer_fingerprint, tokenizer_path
-from files import RunLock, atomic_save, ensure_folder
 from models.discriminator import PatchDiscriminator, hinge_loss
 from models.vqvae import VQVAE
+from pipeline import cli, data, devices, distributed, figures, training
+from pipeline.checkpoint import tokenizer_fingerprint, tokenizer_path
+from pipeline.errors import CheckpointError
+from pipeline.training_run import TrainingRun, launch
 
 
 def token_groups(model, idx):
@@ -41,7 +36,7 @@ def token_groups(model, idx):
 
 
 @torch.no_grad()
-def evaluate(model, images_uint8, device, dtype, batch_size=1000):
+def reconstruction_stats(model, images_uint8, device, dtype, batch_size=1000):
     """Test-set reconstruction MSE (pixels in [0, 1]) and, per codebook (multi-scale: per scale), usage (codes
     used / V) and perplexity."""
     model.eval()
@@ -127,63 +122,42 @@ class Adversary:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def epoch_batches(n, tc, seed, epoch):
-    """The epoch's global batches of image indices: the same on every process (each trains on its shard)."""
-    return distributed.usable_batches(data.batch_indices(n, tc.batch_size, training.epoch_generator(seed, epoch)))
-
-
-def train_epoch(model, loss_fn, optimizer, scaler, images_uint8, cfg, epoch, device, dtype, step, total_steps,
-                snapshot, ckpt_path, adversary=None):
-    """One pass over the data; snapshot(step) saves reconstructions at the configured early steps. Stops at the
-    first non-finite loss (training.Diverged), before that step changes the weights. loss_fn: model.loss, or the
-    same through DDP under torchrun. With an adversary, each step is the decoder's step (against a frozen
-    discriminator) then the discriminator's."""
+def train_epoch(run, model, images_uint8, epoch, snapshot, adversary=None):
+    """One pass over the data; snapshot(step) saves reconstructions at the configured early steps. With an
+    adversary, each step is the decoder's step (against a frozen discriminator) then the discriminator's."""
     model.train()
-    tc = cfg.vqvae_train
-    batches = epoch_batches(len(images_uint8), tc, cfg.seed, epoch)
+    tc = run.tc
+    batches = run.batches(len(images_uint8), run.epoch_rng(epoch))
     judge = adversary.judge(epoch) if adversary else None
     sums = {"loss": 0.0, "mse": 0.0, "perplexity": 0.0, **({"d_loss": 0.0, "gan_weight": 0.0} if judge else {})}
     bar = tqdm(batches, desc=f"vqvae epoch {epoch}/{tc.epochs}", leave=False, disable=distributed.progress_off())
     for batch in bar:
-        x = data.to_model_range(images_uint8[distributed.shard(batch)]).to(device)
-        training.set_lr(optimizer, training.lr_at(step, total_steps, tc.lr, warmup_steps=0, min_ratio=0.1))
+        x = data.to_model_range(images_uint8[distributed.shard(batch)]).to(run.device)
+        run.set_lr(warmup_steps=0, min_ratio=0.1)
         with adversary.frozen() if judge else nullcontext():  # the decoder's forward and backward
-            with devices.autocast(device, dtype):
-                loss, parts = loss_fn(x, judge, adversary.weight) if judge else loss_fn(x)
-            loss_value = distributed.mean(loss.item())  # every process stops together on a non-finite loss
-            training.check_finite(loss_value, epoch, step + 1, ckpt_path, "--set vqvae_train.lr=...")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            with devices.autocast(run.device, run.dtype):
+                loss, parts = run.loss_fn(x, judge, adversary.weight) if judge else run.loss_fn(x)
+            loss_value = run.loss_value(loss, epoch)
+            run.backward(loss)
         mse, perplexity_K = parts["mse"], parts["perplexity_K"]
-        scaler.step(optimizer)
-        scaler.update()
+        run.optimizer_step()
         if judge:
             sums["d_loss"] += adversary.step(x, parts["recon_BCHW"])
             sums["gan_weight"] += parts["gan_weight"].item()
-        step += 1
-        if step in tc.snapshot_steps and distributed.is_main():
-            snapshot(step)
+        if run.step in tc.snapshot_steps and distributed.is_main():
+            snapshot(run.step)
             model.train()
         sums["loss"] += loss_value
         sums["mse"] += mse.item() / 4
         sums["perplexity"] += perplexity_K.mean().item()
         bar.set_postfix(mse=f"{mse.item() / 4:.4f}", ppl=f"{perplexity_K.mean().item():.0f}")
-    return {f"train_{k}": distributed.mean(v / len(batches)) for k, v in sums.items()}, step
+    return {f"train_{k}": distributed.mean(v / len(batches)) for k, v in sums.items()}
 
 
 def main(argv=None):
-    parser = config.make_parser("Train the VQ-VAE tokenizer.")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint with a new run")
-    args, cfg = config.parse_config(parser, argv)
-    training.run_main(cfg, lambda: train(cfg, resume=args.resume, overwrite=args.overwrite))
-
-
-def train(cfg, resume=False, overwrite=False):
-    """Train (or continue) the tokenizer; one run at a time per checkpoint file (rank 0 holds the lock)."""
-    with RunLock(tokenizer_path(cfg), enabled=distributed.is_main()):
-        training.refuse_overwrite(tokenizer_path(cfg), resume, overwrite)
-        run(cfg, resume)
+    parser = cli.make_training_parser("Train the VQ-VAE tokenizer.")
+    args, cfg = cli.parse_config(parser, argv)
+    launch(cfg, lambda: train(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
 def layout(model, cfg):
@@ -213,77 +187,47 @@ def save_epoch_figures(model, show, device, cfg, epoch, history, results_dir, ta
                         "VQ-VAE reconstruction MSE (pixels in [0, 1])", "MSE")
 
 
-def run(cfg, resume):
-    devices.seed_everything(cfg.seed + distributed.rank())  # dropout-like draws differ; weights come from rank 0
-    device = devices.pick_device(cfg.device)
-    dtype = devices.amp_dtype(device, cfg.amp, tokenizer_training=True)
-    ckpt_path = tokenizer_path(cfg)
-    results_dir = os.path.join(cfg.results_dir, "vqvae")
-    tag = "multiscale_" if cfg.vqvae.scales else ""  # the two tokenizers share the folder, not the file names
-    ensure_folder(results_dir)
-    train_images, _ = data.load_split(cfg.data, train=True)
-    test_images, _ = data.load_split(cfg.data, train=False)
-
-    model = VQVAE(cfg.vqvae).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.vqvae_train.lr, weight_decay=cfg.vqvae_train.weight_decay)
-    scaler = devices.grad_scaler(device, dtype)
-    run_cfg = training.run_config(cfg, "data", "vqvae", "vqvae_train")
-    spec = data.describe(cfg.data)  # for a folder this scans its files: once per run
-    data_key = spec.key
-    if data_key != cfg.data.dataset:  # a folder of images: resuming on changed contents is another run
-        run_cfg["data_key"] = data_key
-    adversary = Adversary(cfg, device) if cfg.vqvae_train.gan_weight > 0 else None
-    start_epoch, history, elapsed = 1, [], 0.0
-    if resume:
-        ckpt = training.resume_state(ckpt_path, "vqvae", run_cfg, "vqvae_train")
-        if ckpt is None:
+def train(cfg, resume=False, overwrite=False):
+    """Train (or continue) the tokenizer."""
+    tag = "multiscale_" if cfg.vqvae.scales else ""  # the two tokenizers share the results folder, not file names
+    with TrainingRun(cfg, "vqvae", tokenizer_path(cfg), os.path.join(cfg.results_dir, "vqvae"), resume, overwrite,
+                     tokenizer_training=True) as run:
+        device = run.device
+        train_images, _ = data.load_split(cfg.data, train=True)
+        test_images, _ = data.load_split(cfg.data, train=False)
+        model = VQVAE(cfg.vqvae).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.vqvae_train.lr,
+                                      weight_decay=cfg.vqvae_train.weight_decay)
+        adversary = Adversary(cfg, device) if cfg.vqvae_train.gan_weight > 0 else None
+        if not run.begin(model, optimizer, len(train_images)):
             return
-        start_epoch, history, elapsed = training.restore(ckpt, model, optimizer, scaler)
-        if adversary:
-            adversary.load_state_dict(ckpt["discriminator"])
-        print(f"resuming after epoch {ckpt['epoch']} from {ckpt_path}")
+        if adversary and run.resumed:
+            adversary.load_state_dict(run.resumed["discriminator"])
+        print(run.spec.in_words(len(train_images), len(test_images)))
+        print(f"VQ-VAE on {cfg.data.dataset}: {layout(model, cfg)}, {training.count_parameters(model) / 1e6:.2f}M "
+              f"parameters; {devices.in_words(device, run.dtype)}")
+        show = test_images[:cfg.vqvae_train.num_show]
 
-    print(spec.in_words(len(train_images), len(test_images)))
-    print(f"VQ-VAE on {cfg.data.dataset}: {layout(model, cfg)}, {training.count_parameters(model) / 1e6:.2f}M "
-          f"parameters; {devices.describe(device, dtype)}")
-    steps_per_epoch = len(epoch_batches(len(train_images), cfg.vqvae_train, cfg.seed, 1))
-    loss_fn = distributed.loss_function(model, device)
-    total_steps, step = cfg.vqvae_train.epochs * steps_per_epoch, (start_epoch - 1) * steps_per_epoch
-    show = test_images[:cfg.vqvae_train.num_show]
+        def snapshot(at_step):
+            save_reconstructions(model, show, device, os.path.join(run.results_dir, f"{tag}recon_step{at_step:05d}.png"))
 
-    def snapshot(at_step):
-        save_reconstructions(model, show, device, os.path.join(results_dir, f"{tag}recon_step{at_step:05d}.png"))
-
-    for epoch in range(start_epoch, cfg.vqvae_train.epochs + 1):
-        t0 = time.time()
-        train_stats, step = train_epoch(model, loss_fn, optimizer, scaler, train_images, cfg, epoch, device, dtype,
-                                        step, total_steps, snapshot, ckpt_path, adversary)
-        elapsed += time.time() - t0
-        tokenizer_id = tokenizer_fingerprint(model)
-        if not distributed.all_equal(tokenizer_id):
-            raise CheckpointError("the processes' codebooks diverged; this is a bug: please report it")
-        rng_states = training.gathered_rng_states()
-        if not distributed.is_main():
-            distributed.barrier()  # rank 0 validates and writes
-            continue
-        val = evaluate(model, test_images, device, dtype)
-        history.append({"epoch": epoch, **train_stats, "val_mse": val["val_mse"],
-                        "usage": min(val["usage"]), "seconds": elapsed})
-        model_cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_save({"kind": "vqvae", "dataset": cfg.data.dataset, "data_key": data_key,
-                     "config": config.to_dict(cfg.vqvae),
-                     "model": model_cpu,
-                     "history": history, "run_config": run_cfg, "metrics": val,
-                     "tokenizer_id": tokenizer_id,
-                     **({"discriminator": adversary.state_dict()} if adversary else {}),
-                     **training.resumable_state(epoch, optimizer, scaler, elapsed, rng_states)}, ckpt_path)
-        print_epoch(epoch, train_stats, val, model.multiscale, elapsed)
-        with devices.forked_rng(device):  # figures after the checkpoint, and drawing no randomness of the run
-            save_epoch_figures(model, show, device, cfg, epoch, history, results_dir, tag)
-        distributed.barrier()
-    if distributed.world_size() > 1:
-        print(f"{distributed.world_size()} processes trained tokenizer {tokenizer_id} with identical codebooks")
-    print(f"checkpoint: {ckpt_path}\nreconstructions and curves: {results_dir}/")
+        for epoch in run.epochs():
+            with run.timed():
+                train_stats = train_epoch(run, model, train_images, epoch, snapshot, adversary)
+            tokenizer_id = tokenizer_fingerprint(model)
+            if not distributed.all_equal(tokenizer_id):
+                raise CheckpointError("the processes' codebooks diverged; this is a bug: please report it")
+            if not run.rank0_writes():
+                continue
+            val = reconstruction_stats(model, test_images, device, run.dtype)
+            run.save(epoch, {**train_stats, "val_mse": val["val_mse"], "usage": min(val["usage"])}, cfg.vqvae,
+                     metrics=val, tokenizer_id=tokenizer_id,
+                     **({"discriminator": adversary.state_dict()} if adversary else {}))
+            print_epoch(epoch, train_stats, val, model.multiscale, run.elapsed)
+            run.draw(lambda: save_epoch_figures(model, show, device, cfg, epoch, run.history, run.results_dir, tag))
+        if distributed.world_size() > 1:
+            print(f"{distributed.world_size()} processes trained tokenizer {tokenizer_id} with identical codebooks")
+        print(f"checkpoint: {run.ckpt_path}\nreconstructions and curves: {run.results_dir}/")
 
 
 if __name__ == "__main__":

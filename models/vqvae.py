@@ -13,11 +13,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import reachable_grid_sizes
 from models.discriminator import adaptive_weight, generator_loss
 from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer, split_scales
 
 DECODE_CHUNK = 128  # images the decoder takes at a time when decoding tokens (VQVAE.decode)
+
+
+def reachable_grid_sizes(image_size):
+    """Token-grid sizes the encoder can reach: each stride-2 conv maps n -> ceil(n / 2) (28: 14, 7, 4, 2, 1;
+    32: 16, 8, 4, 2, 1)."""
+    sizes, n = [], image_size
+    while n > 1:
+        n = (n + 1) // 2
+        sizes.append(n)
+    return sizes
 
 
 def down_sizes(image_size, grid_size):

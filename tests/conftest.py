@@ -13,8 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-import config  # noqa: E402
 from script_runs import EDIT_IMAGES, EDIT_SAMPLES, copy_run, dirs_of, finish, run, run_together, start  # noqa: E402
+from pipeline import settings
 
 torch.set_num_threads(1)
 
@@ -27,7 +27,7 @@ def repo_root():
 @pytest.fixture
 def tiny_cfg():
     """The `tiny` preset: 4x4x1 grid, V=32, code_dim=4, channels (8,16,16), a 1-layer d=32 GPT."""
-    return config.build_config(preset="tiny")
+    return settings.build_config(preset="tiny")
 
 
 # --- tiny checkpoints, trained once per session ---------------------------------------------------------------------

@@ -5,14 +5,15 @@ import time
 import numpy as np
 import pytest
 import torch
-import figures
+from pipeline import figures
 from PIL import Image
 
 import benchmark
-import config
-import data
+from pipeline import data
 from models.gpt import GPT
 from models.vqvae import VQVAE
+from pipeline.errors import DataError
+from pipeline import settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,7 +51,7 @@ def test_timed_calls_fn_repeats_plus_warmup_times(repeats, warmup):
 
 @pytest.fixture(scope="module")
 def tiny_models():
-    cfg = config.build_config(preset="tiny")
+    cfg = settings.build_config(preset="tiny")
     torch.manual_seed(0)
     vqvae = VQVAE(cfg.vqvae).eval()
     prior = GPT(cfg.gpt, (4, 4, 1), cfg.vqvae.codebook_size).eval()
@@ -72,10 +73,10 @@ def test_sampling_speed_rows_on_tiny_models(tiny_models):
 
 def test_training_speed_leaves_the_given_models_untouched(tiny_models, monkeypatch):
     cfg, prior, vqvae = tiny_models
-    cfg = config.build_config(preset="tiny", overrides=[f"data.root={os.path.join(REPO, 'data')}"])
+    cfg = settings.build_config(preset="tiny", overrides=[f"data.root={os.path.join(REPO, 'data')}"])
     try:
         data.load_split(cfg.data, train=True)
-    except data.DataError as e:
+    except DataError as e:
         pytest.skip(f"MNIST unavailable: {e}")
     before = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in (("gpt", prior), ("vq", vqvae))}
     # on a CPU with native bf16 (as if this one had it): the prior in bf16, the tokenizer in float32 as it trains

@@ -4,11 +4,12 @@ import os
 import pytest
 import torch
 
-import config
-from checkpoint import CheckpointError, load_checkpoint, load_pair, load_prior, load_vqvae, tokenizer_fingerprint
-from files import atomic_save
+from pipeline.checkpoint import load_checkpoint, load_pair, load_prior, load_vqvae, tokenizer_fingerprint
+from pipeline.files import atomic_save
 from models.gpt import GPT
 from models.vqvae import VQVAE
+from pipeline.errors import CheckpointError
+from pipeline import settings
 
 
 @pytest.fixture
@@ -20,12 +21,12 @@ def trained_vqvae(tiny_cfg):
 
 
 def vqvae_ckpt(model):
-    return {"kind": "vqvae", "config": config.to_dict(model.cfg), "model": model.state_dict(),
+    return {"kind": "vqvae", "config": settings.to_dict(model.cfg), "model": model.state_dict(),
             "tokenizer_id": tokenizer_fingerprint(model)}
 
 
 def gpt_ckpt(model, tokenizer_id):
-    return {"kind": "gpt", "config": config.to_dict(model.cfg), "model": model.state_dict(),
+    return {"kind": "gpt", "config": settings.to_dict(model.cfg), "model": model.state_dict(),
             "grid_shape": list(model.grid_shape), "codebook_size": model.V, "tokenizer_id": tokenizer_id}
 
 
@@ -185,14 +186,14 @@ def test_failed_atomic_save_keeps_the_old_file_and_no_temp(tmp_path):
 
 def prior_ckpt(model, vqvae):
     """A prior checkpoint as transformer_train.py writes it (kind, config, weights, the tokenizer's token info)."""
-    return {"kind": model.kind, "config": config.to_dict(model.cfg), "model": model.state_dict(), "epoch": 1,
+    return {"kind": model.kind, "config": settings.to_dict(model.cfg), "model": model.state_dict(), "epoch": 1,
             **vqvae.token_info(), "tokenizer_id": tokenizer_fingerprint(vqvae)}
 
 
 @pytest.fixture
 def saved_var(tmp_path):
     from models.var import VAR
-    cfg = config.build_config("tiny_var", ["vqvae.phi_ratio=0.3"])  # not the default: it must come from the file
+    cfg = settings.build_config("tiny_var", ["vqvae.phi_ratio=0.3"])  # not the default: it must come from the file
     torch.manual_seed(0)
     vqvae = VQVAE(cfg.vqvae)
     vqvae.train()(torch.rand(8, 1, 28, 28) * 2 - 1)
@@ -211,7 +212,7 @@ def saved_var(tmp_path):
 @pytest.fixture(params=["mask", "uniform"])
 def saved_diffusion(request, tmp_path, trained_vqvae):
     from models.diffusion import DiscreteDiffusion
-    dcfg = config.build_config("tiny", [f"diffusion.noise={request.param}"]).diffusion
+    dcfg = settings.build_config("tiny", [f"diffusion.noise={request.param}"]).diffusion
     torch.manual_seed(1)
     prior = DiscreteDiffusion(dcfg, trained_vqvae.grid_shape, trained_vqvae.cfg.codebook_size).eval()
     atomic_save(vqvae_ckpt(trained_vqvae), str(tmp_path / "vqvae.pt"))
@@ -274,14 +275,14 @@ def test_load_pair_finds_the_single_scale_tokenizer_beside_a_diffusion_prior(sav
 
 
 def test_prior_and_tokenizer_paths(tmp_path):
-    from checkpoint import prior_path, tokenizer_path
+    from pipeline.checkpoint import prior_path, tokenizer_path
     from models.prior import prior_class
-    cfg = config.build_config("tiny", [f"checkpoint_dir={tmp_path}"])
+    cfg = settings.build_config("tiny", [f"checkpoint_dir={tmp_path}"])
     assert prior_path(cfg, "var") == os.path.join(str(tmp_path), "var.pt")
     assert prior_path(cfg, "gpt") == os.path.join(str(tmp_path), "gpt.pt")
     diffusion = prior_class("diffusion")
     assert diffusion.checkpoint_name(cfg.diffusion) == "diffusion" and prior_path(cfg, "diffusion").endswith("diffusion.pt")
-    uniform = config.build_config("tiny", [f"checkpoint_dir={tmp_path}", "diffusion.noise=uniform"])
+    uniform = settings.build_config("tiny", [f"checkpoint_dir={tmp_path}", "diffusion.noise=uniform"])
     assert diffusion.checkpoint_name(uniform.diffusion) == "diffusion_uniform"
     assert prior_path(uniform, "diffusion") == os.path.join(str(tmp_path), "diffusion_uniform.pt")
     assert prior_class("var").checkpoint_name(uniform.var) == "var"
@@ -289,13 +290,13 @@ def test_prior_and_tokenizer_paths(tmp_path):
     assert prior_path(cfg, "/some/where/my_prior.pt") == "/some/where/my_prior.pt"  # a path is taken as it is
     assert tokenizer_path(cfg) == os.path.join(str(tmp_path), "vqvae.pt")
     assert tokenizer_path(cfg, multiscale=True) == os.path.join(str(tmp_path), "vqvae_multiscale.pt")
-    multi = config.build_config("tiny_var", [f"checkpoint_dir={tmp_path}"])
+    multi = settings.build_config("tiny_var", [f"checkpoint_dir={tmp_path}"])
     assert tokenizer_path(multi) == os.path.join(str(tmp_path), "vqvae_multiscale.pt")
     assert tokenizer_path(multi, multiscale=False) == os.path.join(str(tmp_path), "vqvae.pt")
 
 
 def test_unknown_prior_kind_is_refused(saved_var, tmp_path):
-    from checkpoint import build_prior
+    from pipeline.checkpoint import build_prior
     with pytest.raises(CheckpointError, match="unknown prior kind 'pixelcnn'"):
         build_prior("pixelcnn", {}, {})
     ckpt = torch.load(saved_var[2], weights_only=True)

@@ -5,7 +5,11 @@ import sys
 import pytest
 
 import config
-from config import PRIORS, ConfigError, build_config, sampling_settings
+from config import PRIORS
+from pipeline.errors import ConfigError
+from pipeline import settings
+from pipeline.settings import build_config, sampling_settings
+from models.vqvae import reachable_grid_sizes
 
 
 def test_defaults_and_tiny_preset():
@@ -39,9 +43,9 @@ def test_overrides_parse_to_the_field_type():
 def test_bool_values_parse():
     # no field of Config is a bool yet, so the parser is checked directly
     for text, value in [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)]:
-        assert config._parse_value(text, False) is value
+        assert settings.parse_value(text, False) is value
     with pytest.raises(ConfigError):
-        config._parse_value("yes", True)
+        settings.parse_value("yes", True)
 
 
 def test_overrides_do_not_leak_between_configs():
@@ -102,15 +106,15 @@ def test_unknown_preset_raises_config_error():
 
 
 def test_reachable_grid_sizes():
-    assert config.reachable_grid_sizes(28) == [14, 7, 4, 2, 1]
-    assert config.reachable_grid_sizes(32) == [16, 8, 4, 2, 1]
-    assert config.reachable_grid_sizes(8) == [4, 2, 1]
+    assert reachable_grid_sizes(28) == [14, 7, 4, 2, 1]
+    assert reachable_grid_sizes(32) == [16, 8, 4, 2, 1]
+    assert reachable_grid_sizes(8) == [4, 2, 1]
 
 
 def test_from_dict_restores_tuples_and_ignores_unknown_keys():
     cfg = build_config("tiny").vqvae
-    values = {**config.to_dict(cfg), "channels": list(cfg.channels), "removed_field": 1}
-    assert config.from_dict(config.VQVAEConfig, values) == cfg
+    values = {**settings.to_dict(cfg), "channels": list(cfg.channels), "removed_field": 1}
+    assert settings.from_dict(config.VQVAEConfig, values) == cfg
 
 
 def test_script_prints_one_line_config_error_and_exits_nonzero(repo_root):

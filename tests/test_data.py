@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import datasets
-import fetch
-import token_cache
-import data
-from data import DataError
+from pipeline import datasets
+from pipeline import fetch
+from pipeline import token_cache
+from pipeline import data
+from pipeline.errors import DataError
+
 
 N_TRAIN, N_TEST = 20, 10
 
@@ -139,9 +140,9 @@ def test_the_dataset_entries_describe_size_channels_and_classes():
             continue
         assert spec.num_classes == len(set(spec.class_names)) == (9 if spec.name == "emoji" else 10)
         assert spec.image_shape == (spec.channels, spec.image_size, spec.image_size)
-    assert data.dataset("cifar10").image_shape == (3, 32, 32) and data.dataset("fashion_mnist").class_names[0] == "T-shirt"
+    assert datasets.entry("cifar10").image_shape == (3, 32, 32) and datasets.entry("fashion_mnist").class_names[0] == "T-shirt"
     with pytest.raises(DataError, match="unknown dataset 'svhn'"):
-        data.dataset("svhn")
+        datasets.entry("svhn")
 
 
 # --- CIFAR-10 in its own format: a synthetic archive -------------------------------------------------------------
@@ -173,7 +174,7 @@ def write_cifar_archive(root, n_per_batch=40, seed=0):
             pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": pixels}, f, protocol=2)
         written[name] = (pixels, labels)
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
-        pickle.dump({b"label_names": [n.encode() for n in data.dataset("cifar10").class_names]}, f, protocol=2)
+        pickle.dump({b"label_names": [n.encode() for n in datasets.entry("cifar10").class_names]}, f, protocol=2)
     write_verified_record(folder, written)
     with tarfile.open(os.path.join(root, fetch.CIFAR_ARCHIVE), "w:gz") as tar:
         tar.add(folder, arcname=fetch.CIFAR_FOLDER)

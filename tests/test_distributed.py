@@ -117,7 +117,8 @@ def test_the_adversarial_tokenizer_trains_and_resumes_under_two_processes(tmp_pa
 
 
 STOP_FREES_THE_GROUP = """
-import os, torch, distributed
+import os, torch
+from pipeline import distributed
 distributed.start("cpu")
 distributed.wrap(torch.nn.Linear(2, 2), torch.device("cpu"))
 distributed.stop()

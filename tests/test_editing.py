@@ -5,14 +5,15 @@ import math
 import pytest
 import torch
 
-import sampling
-import config
-import data
-from checkpoint import CheckpointError
+from pipeline import sampling
+from pipeline import data
+
 from models.diffusion import DiscreteDiffusion
 from models.gpt import GPT
 from models.var import VAR
 from models.vqvae import VQVAE
+from pipeline.errors import CheckpointError
+from pipeline import settings
 
 CPU = torch.device("cpu")
 N_IMAGES, SAMPLES = 3, 2
@@ -22,7 +23,7 @@ N_IMAGES, SAMPLES = 3, 2
 
 def make_vqvae(preset="tiny", *overrides):
     """A tokenizer after one training forward pass (codebook initialised from encoder outputs), in eval mode."""
-    cfg = config.build_config(preset, list(overrides))
+    cfg = settings.build_config(preset, list(overrides))
     torch.manual_seed(0)
     model = VQVAE(cfg.vqvae)
     model.train()(torch.rand(16, 1, 28, 28) * 2 - 1)
@@ -31,7 +32,7 @@ def make_vqvae(preset="tiny", *overrides):
 
 @pytest.fixture(scope="module")
 def test_digits():
-    images, labels = data.load_split(config.build_config("tiny").data, train=False)
+    images, labels = data.load_split(settings.build_config("tiny").data, train=False)
     return images[:N_IMAGES], labels[:N_IMAGES]
 
 
@@ -166,7 +167,7 @@ def test_multi_scale_keep_mask_on_the_tiny_var_scales(multi_scale):
 @pytest.mark.parametrize("preset", ["tiny_var", "mnist_var_7x7"])
 @pytest.mark.parametrize("edit", sampling.EDITS)
 def test_multi_scale_keep_mask_follows_the_overlap_rule(preset, edit):
-    cfg = config.build_config(preset)
+    cfg = settings.build_config(preset)
     vqvae = VQVAE(cfg.vqvae)
     keep = sampling.keep_mask(vqvae, edit)
     assert len(keep) == vqvae.sequence_length
@@ -224,7 +225,7 @@ def tiny_prior(kind, single_scale, multi_scale):
         return VAR.from_tokenizer(cfg.var, vqvae.token_info(), vqvae).eval(), vqvae
     vqvae, cfg = single_scale
     noise = kind.split("_")[1]
-    dcfg = config.build_config("tiny", [f"diffusion.noise={noise}"]).diffusion
+    dcfg = settings.build_config("tiny", [f"diffusion.noise={noise}"]).diffusion
     torch.manual_seed(1)
     return DiscreteDiffusion(dcfg, vqvae.grid_shape, cfg.vqvae.codebook_size).eval(), vqvae
 

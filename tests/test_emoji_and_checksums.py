@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets
-import fetch
-import sampling
-from files import DataError
+from pipeline import datasets
+from pipeline import fetch
+from pipeline import sampling
+from pipeline.errors import DataError
 
 
 def fake_package(root, vendor, emojis):

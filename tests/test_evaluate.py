@@ -14,13 +14,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import metrics
+from pipeline import metrics
 import config
-import data
+from pipeline import data
 import evaluate
-from files import atomic_save
+from pipeline.files import atomic_save
 from models.classifier import FEATURE_DIM, Classifier
 from models.vqvae import VQVAE
+from pipeline.errors import DataError
+from pipeline import settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_ROOT = os.path.join(REPO, "data")
@@ -30,7 +32,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 def mnist_test_images(n):
     try:
         return data.load_split(config.DataConfig(root=DATA_ROOT), train=False)[0][:n]
-    except data.DataError as e:
+    except DataError as e:
         pytest.skip(f"MNIST unavailable: {e}")
 
 
@@ -358,11 +360,11 @@ def test_cli_without_a_classifier_fails_with_one_line(tmp_path):
 @pytest.fixture
 def fake_checkpoints(tmp_path):
     """An untrained classifier and tiny VQ-VAE saved where evaluate.py looks for them."""
-    cfg = config.build_config(preset="tiny")
+    cfg = settings.build_config(preset="tiny")
     ck = tmp_path / "ck"
     atomic_save({"kind": "classifier", "model": seeded_classifier(2).state_dict()}, str(ck / "classifier.pt"))
     torch.manual_seed(0)
-    atomic_save({"kind": "vqvae", "config": config.to_dict(cfg.vqvae), "model": VQVAE(cfg.vqvae).state_dict(),
+    atomic_save({"kind": "vqvae", "config": settings.to_dict(cfg.vqvae), "model": VQVAE(cfg.vqvae).state_dict(),
                  "tokenizer_id": "untrained"}, str(ck / "vqvae.pt"))
     return ["--preset", "tiny", "--device", "cpu", "--set", f"checkpoint_dir={ck}", "--set", f"data.root={DATA_ROOT}"]
 
@@ -392,12 +394,11 @@ def test_main_scores_an_npz_with_reference_rows_as_json(tmp_path, fake_checkpoin
 
 def test_test_likelihood_matches_the_training_scripts_validation_loss():
     import math
-    import config
     from models.gpt import GPT
     from models.vqvae import VQVAE
     from transformer_train import validation_loss
     torch.manual_seed(0)
-    cfg = config.build_config(preset="tiny")
+    cfg = settings.build_config(preset="tiny")
     vqvae = VQVAE(cfg.vqvae).eval()
     prior = GPT(cfg.gpt, vqvae.grid_shape, cfg.vqvae.codebook_size).eval()
     images = torch.randint(0, 256, (24, 28, 28), dtype=torch.uint8)

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-import sampling
-import config
+from pipeline import sampling
 import evaluate
-import files
 import generator
-from files import atomic_save
+from pipeline.files import atomic_save
 from models.classifier import Classifier
 from script_runs import assert_one_line_error, dirs_of, finish, run_in_process, start
+from pipeline.errors import ConfigError, WriteError
+from pipeline import settings
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_save_npz_writes_atomically_and_reports_write_errors(tmp_path, a_file):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "plain_name"]
     with np.load(tmp_path / "plain_name") as f:
         assert f["images"].shape == (4, 1, 28, 28) and f["labels"].tolist() == [0, 1, 2, 3]
-    with pytest.raises(files.WriteError, match="a_file"):
+    with pytest.raises(WriteError, match="a_file"):
         sampling.save_npz(str(a_file / "s.npz"), images, labels)
 
 
@@ -236,13 +236,13 @@ def test_read_samples_takes_the_dataset_class_count(tmp_path):
     ("sample.temperatures=(0.5,nan)", "sample.temperatures"),
 ])
 def test_config_refuses_values_that_would_crash_or_misbehave(override, fragment):
-    with pytest.raises(config.ConfigError, match=fragment) as info:
-        config.build_config("tiny", [override])
+    with pytest.raises(ConfigError, match=fragment) as info:
+        settings.build_config("tiny", [override])
     assert len(str(info.value).splitlines()) == 1
 
 
 def test_config_accepts_the_edges():
-    cfg = config.build_config("tiny", ["vqvae_train.snapshot_steps=()", "gpt_train.warmup_steps=0",
+    cfg = settings.build_config("tiny", ["vqvae_train.snapshot_steps=()", "gpt_train.warmup_steps=0",
                                        "gpt_train.min_lr_ratio=1", "gpt_train.weight_decay=0", "seed=4294967295"])
     assert cfg.vqvae_train.snapshot_steps == () and cfg.seed == 2 ** 32 - 1
 

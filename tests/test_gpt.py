@@ -2,15 +2,15 @@
 import pytest
 import torch
 
-import config
 from models.gpt import GPT
 from models.prior import sample_from_logits
+from pipeline import settings
 
 V = 8
 
 
 def tiny_gpt(grid_shape=(2, 3, 2), n_layer=2):
-    cfg = config.build_config("tiny", [f"gpt.n_layer={n_layer}"]).gpt
+    cfg = settings.build_config("tiny", [f"gpt.n_layer={n_layer}"]).gpt
     torch.manual_seed(0)
     return GPT(cfg, grid_shape, V).eval()
 

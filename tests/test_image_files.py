@@ -6,11 +6,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import metrics
+from pipeline import metrics
 from PIL import Image
 
-from checkpoint import CheckpointError
-from image_files import SampleFileError, read_images
+
+from pipeline.image_files import read_images
+from pipeline.errors import CheckpointError, SampleFileError
+from pipeline import settings
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
@@ -103,10 +105,9 @@ def test_scoring_uses_the_shipped_classifier_by_default(tiny_cfg):
 def test_evaluate_scores_a_png_folder_without_labels(tmp_path):
     """Real test digits written as PNGs score close to the test set itself, with no accuracy (no labels)."""
     import json
-    import data
-    import config
+    from pipeline import data
     from test_end_to_end import run
-    test_images, _ = data.load_split(config.build_config("tiny").data, train=False)
+    test_images, _ = data.load_split(settings.build_config("tiny").data, train=False)
     for i, pixels in enumerate(test_images[:64].numpy()):
         Image.fromarray(pixels[0]).save(tmp_path / f"{i:03d}.png")
     result = run("evaluate.py", str(tmp_path), "--no-reference", "--json")

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-import config
-import data
-import datasets
-import image_folder
-from files import DataError
+from pipeline import data
+from pipeline import datasets
+from pipeline import image_folder
+from pipeline.errors import ConfigError, DataError
+from pipeline import settings
 
 
 def save(path, array, mode=None, **options):
@@ -39,7 +39,7 @@ def two_classes(tmp_path):
 def folder_cfg(folder, root, **fields):
     assignments = ["data.dataset=folder", f"data.folder={folder}", f"data.root={root}", "data.image_size=16",
                    *[f"data.{k}={v}" for k, v in fields.items()]]
-    return config.build_config("tiny", assignments)
+    return settings.build_config("tiny", assignments)
 
 
 # --- layouts ---------------------------------------------------------------------------------------------------------
@@ -62,11 +62,11 @@ def test_the_config_follows_the_folder(two_classes, tmp_path):
     assert cfg.gpt.num_classes == 2 and cfg.vqvae.image_channels == 3 and cfg.vqvae.image_size == 16
     assert cfg.vqvae.grid_size == 4  # a token per 4x4 pixels
     assert cfg.checkpoint_dir == os.path.join("checkpoints", "folder", "pets")
-    assert config.build_config("folder", [f"data.folder={two_classes}"]).vqvae.grid_size == 8  # 32x32 images
-    assert config.build_config("folder", [f"data.folder={two_classes}", "data.image_size=64"]).vqvae.grid_size == 8
-    assert config.build_config("folder", [f"data.folder={two_classes}", "data.image_size=28"]).vqvae.grid_size == 7
-    assert config.build_config("folder", [f"data.folder={two_classes}", "data.image_size=48"]).vqvae.grid_size == 6
-    spec = data.describe(cfg.data)
+    assert settings.build_config("folder", [f"data.folder={two_classes}"]).vqvae.grid_size == 8  # 32x32 images
+    assert settings.build_config("folder", [f"data.folder={two_classes}", "data.image_size=64"]).vqvae.grid_size == 8
+    assert settings.build_config("folder", [f"data.folder={two_classes}", "data.image_size=28"]).vqvae.grid_size == 7
+    assert settings.build_config("folder", [f"data.folder={two_classes}", "data.image_size=48"]).vqvae.grid_size == 6
+    spec = datasets.spec_of(cfg.data)
     assert spec.class_names == ("cat", "dog") and spec.key.startswith("folder:pets:")
     # the tokenizer's first line: what the folder was read as, so a class too many shows before training
     assert spec.in_words(18, 2) == "pets: 18 training and 2 validation images, 2 classes (cat, dog)"
@@ -75,24 +75,24 @@ def test_the_config_follows_the_folder(two_classes, tmp_path):
 @pytest.mark.parametrize("assignment", ["data.folder=/tmp", "data.image_size=64", "data.channels=1",
                                         "data.background=black"])
 def test_folder_fields_are_refused_for_a_built_in_dataset(assignment):
-    with pytest.raises(config.ConfigError, match="only with data.dataset=folder"):
-        config.build_config("tiny", [assignment])
+    with pytest.raises(ConfigError, match="only with data.dataset=folder"):
+        settings.build_config("tiny", [assignment])
 
 
 @pytest.mark.parametrize("assignment, message", [("data.image_size=30", "data.image_size must be a multiple of 4"),
                                                  ("data.channels=2", "data.channels must be 3")])
 def test_bad_folder_settings_are_one_line(two_classes, assignment, message):
-    with pytest.raises(config.ConfigError, match=message):
-        config.build_config("tiny", ["data.dataset=folder", f"data.folder={two_classes}", assignment])
+    with pytest.raises(ConfigError, match=message):
+        settings.build_config("tiny", ["data.dataset=folder", f"data.folder={two_classes}", assignment])
 
 
 # --- bad folders: each one line that says what to do -------------------------------------------------------------------
 
 def test_a_missing_folder(tmp_path):
-    with pytest.raises(config.ConfigError, match="does not exist; give a folder of images"):
-        config.build_config("tiny", ["data.dataset=folder", f"data.folder={tmp_path / 'nowhere'}"])
-    with pytest.raises(config.ConfigError, match="needs the folder: --set data.folder=PATH"):
-        config.build_config("tiny", ["data.dataset=folder"])
+    with pytest.raises(ConfigError, match="does not exist; give a folder of images"):
+        settings.build_config("tiny", ["data.dataset=folder", f"data.folder={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match="needs the folder: --set data.folder=PATH"):
+        settings.build_config("tiny", ["data.dataset=folder"])
 
 
 def test_a_file_instead_of_a_folder(tmp_path):

@@ -9,15 +9,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-import sampling
+from pipeline import sampling
 import config
 import generator
 import transformer_train
-from checkpoint import build_prior, load_pair, load_prior, tokenizer_fingerprint
-from files import atomic_save
+from pipeline.checkpoint import build_prior, load_pair, load_prior, tokenizer_fingerprint
+from pipeline.files import atomic_save
 from models import prior as prior_module
 from models.prior import Prior, filtered_probs, prior_class, registered
 from models.vqvae import VQVAE
+from pipeline import checks, settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,7 +65,7 @@ class ToyConfig(config.Config):
 
 def tokenizer(preset):
     torch.manual_seed(0)
-    vqvae = VQVAE(config.build_config(preset).vqvae)
+    vqvae = VQVAE(settings.build_config(preset).vqvae)
     vqvae.train()(torch.rand(16, 1, 28, 28) * 2 - 1)  # initialise the codebooks from data
     return vqvae.eval()
 
@@ -79,11 +80,11 @@ VARIANTS = [(kind, []) for kind in config.PRIORS] + [("diffusion", ["diffusion.n
 
 
 def make_prior(kind, overrides, tokenizers):
-    cfg = config.build_config("tiny", overrides)
+    cfg = settings.build_config("tiny", overrides)
     section = getattr(cfg, kind) if hasattr(cfg, kind) else config.PriorConfig()
     vqvae = tokenizers[prior_class(kind).multiscale_tokenizer]
     torch.manual_seed(1)
-    return build_prior(kind, config.to_dict(section), vqvae.token_info(), vqvae).eval(), vqvae
+    return build_prior(kind, settings.to_dict(section), vqvae.token_info(), vqvae).eval(), vqvae
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda v: "_".join([v[0], *[o.split("=")[1] for o in v[1]]]))
@@ -145,7 +146,7 @@ def test_guidance_one_is_conditional_sampling(prior_and_tokenizer):
 def test_save_and_load_round_trip(prior_and_tokenizer, tmp_path):
     prior, vqvae = prior_and_tokenizer
     path = str(tmp_path / f"{prior.name}.pt")
-    atomic_save({"kind": prior.kind, "config": config.to_dict(prior.cfg), "model": prior.state_dict(), "epoch": 1,
+    atomic_save({"kind": prior.kind, "config": settings.to_dict(prior.cfg), "model": prior.state_dict(), "epoch": 1,
                  **vqvae.token_info(), "tokenizer_id": tokenizer_fingerprint(vqvae)}, path)
     loaded, ckpt = load_prior(path)
     assert type(loaded) is type(prior) and loaded.cfg == prior.cfg and not loaded.training
@@ -207,8 +208,8 @@ def toy_config(tmp_path):
     cfg = ToyConfig()
     for assignment in [*config.PRESETS["tiny"], f"checkpoint_dir={tmp_path / 'ck'}",
                        f"results_dir={tmp_path / 'res'}", f"data.root={os.path.join(REPO, 'data')}"]:
-        config.apply_override(cfg, assignment)
-    return config.validate(cfg)
+        settings.apply_override(cfg, assignment)
+    return checks.validate(cfg)
 
 
 def test_a_toy_fourth_prior_trains_samples_saves_and_loads_through_the_registry(tmp_path, toy_registered,
@@ -216,7 +217,7 @@ def test_a_toy_fourth_prior_trains_samples_saves_and_loads_through_the_registry(
     cfg = toy_config(tmp_path)
     assert "toy" in config.prior_sections(cfg)
     vqvae = tokenizers[False]
-    atomic_save({"kind": "vqvae", "config": config.to_dict(vqvae.cfg), "model": vqvae.state_dict(), "epoch": 1,
+    atomic_save({"kind": "vqvae", "config": settings.to_dict(vqvae.cfg), "model": vqvae.state_dict(), "epoch": 1,
                  "tokenizer_id": tokenizer_fingerprint(vqvae)}, str(tmp_path / "ck" / "vqvae.pt"))
 
     transformer_train.train(cfg, "toy")

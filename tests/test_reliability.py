@@ -16,11 +16,11 @@ import sys
 import pytest
 import torch
 
-import config
-from checkpoint import load_vqvae
-from files import RunLock, remove_stale_temps
+from pipeline.checkpoint import load_vqvae
+from pipeline.files import RunLock, remove_stale_temps
 from script_runs import ENV, REPO, assert_one_line_error, dirs_of, finish, run, run_in_process, start
-from token_cache import load_or_build_tokens
+from pipeline.token_cache import load_or_build_tokens
+from pipeline import settings
 
 EPOCHS = 3
 
@@ -109,7 +109,7 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_while_the_first_holds_it
 
 
 def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
-    hold = (f"import time; from files import RunLock; RunLock({str(tmp_path / 'ck' / 'vqvae.pt')!r}).__enter__(); "
+    hold = (f"import time; from pipeline.files import RunLock; RunLock({str(tmp_path / 'ck' / 'vqvae.pt')!r}).__enter__(); "
             "print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -234,7 +234,7 @@ REPO_DATA = __import__("pathlib").Path(REPO) / "data"
 def make_token_cache(tokenizers):
     """The tiny tokenizer's token cache, as transformer_train.py makes it on its first run on that tokenizer (kept
     when it is there and usable)."""
-    data_cfg = config.build_config("tiny", [f"data.root={REPO_DATA}"]).data
+    data_cfg = settings.build_config("tiny", [f"data.root={REPO_DATA}"]).data
     vqvae, ckpt = load_vqvae(str(tokenizers / "vqvae.pt"))
     load_or_build_tokens(data_cfg, ckpt["tokenizer_id"], vqvae.encode_sequence, log=lambda line: None)
 

@@ -4,9 +4,12 @@ import math
 import pytest
 import torch
 
-import training
-from checkpoint import CheckpointError
-from files import atomic_save
+from pipeline import training
+
+from pipeline.files import atomic_save
+from pipeline.errors import CheckpointError, Diverged
+from pipeline.training_run import TrainingRun
+from pipeline import settings
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():
@@ -70,14 +73,16 @@ def test_rng_state_round_trips_every_stream():
     assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all() and draws[2] == again[2]
 
 
-def test_check_finite_stops_at_nan_and_inf_and_says_what_is_kept(tmp_path):
-    training.check_finite(1.5, 1, 1, str(tmp_path / "a.pt"), "--set gpt_train.lr=...")
+def test_a_non_finite_loss_stops_the_run_and_says_what_is_kept(tmp_path, tiny_cfg):
+    run = TrainingRun(tiny_cfg, "gpt", str(tmp_path / "a.pt"), str(tmp_path / "res"))
+    assert run.loss_value(torch.tensor(1.5), 1) == 1.5
     for bad in (float("nan"), float("inf")):
-        with pytest.raises(training.Diverged, match="nothing was saved.*gpt_train.lr"):
-            training.check_finite(bad, 1, 3, str(tmp_path / "a.pt"), "--set gpt_train.lr=...")
+        with pytest.raises(Diverged, match="epoch 1, step 1;.*nothing was saved.*gpt_train.lr"):
+            run.loss_value(torch.tensor(bad), 1)
     (tmp_path / "a.pt").write_bytes(b"x")
-    with pytest.raises(training.Diverged, match="left as it was"):
-        training.check_finite(float("nan"), 2, 9, str(tmp_path / "a.pt"), "--set gpt_train.lr=...")
+    run.step = 8
+    with pytest.raises(Diverged, match="epoch 2, step 9;.*left as it was"):
+        run.loss_value(torch.tensor(float("nan")), 2)
 
 
 def test_refuse_overwrite_needs_resume_or_overwrite_for_an_existing_checkpoint(tmp_path):
@@ -97,7 +102,7 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
 def test_amp_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, native, expected):
-    import device as devices
+    from pipeline import devices
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
     assert devices.amp_dtype(CPU, "auto") is expected
     assert devices.amp_dtype(CPU, "off") is None  # the explicit settings win either way
@@ -105,7 +110,7 @@ def test_amp_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, native
 
 
 def test_native_bf16_is_read_from_torchs_cpu_probes_and_is_false_without_them(monkeypatch):
-    import device as devices
+    from pipeline import devices
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
     assert devices.cpu_has_native_bf16() is False
@@ -117,17 +122,16 @@ def test_native_bf16_is_read_from_torchs_cpu_probes_and_is_false_without_them(mo
 
 
 def test_the_tokenizer_trains_in_float32_on_a_cpu_unless_asked(monkeypatch):
-    import device as devices
+    from pipeline import devices
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     assert devices.amp_dtype(CPU, "auto", tokenizer_training=True) is None
     assert devices.amp_dtype(CPU, "bf16", tokenizer_training=True) is torch.bfloat16
 
 
 def test_resume_does_not_compare_the_sampling_settings():
-    import config
-    a, b = config.build_config("tiny"), config.build_config("tiny", ["gpt.temperature=0.7", "gpt.cfg_scale=3"])
+    a, b = settings.build_config("tiny"), settings.build_config("tiny", ["gpt.temperature=0.7", "gpt.cfg_scale=3"])
     assert training.run_config(a, "gpt", "gpt_train") == training.run_config(b, "gpt", "gpt_train")
     # as in checkpoints from before they existed
     assert {"temperature", "cfg_scale"}.isdisjoint(training.run_config(a, "gpt")["gpt"])
-    c = config.build_config("tiny", ["gpt.d_model=64", "gpt.n_head=2"])
+    c = settings.build_config("tiny", ["gpt.d_model=64", "gpt.n_head=2"])
     assert training.run_config(a, "gpt") != training.run_config(c, "gpt")

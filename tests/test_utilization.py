@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-import config
-import utilization
-from checkpoint import build_prior
+from pipeline import utilization
+from pipeline.checkpoint import build_prior
 from models.transformer import block_flops
 from models.vqvae import VQVAE, conv_flops
 from test_end_to_end import run
+from pipeline import settings
 
 
 def cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs):
@@ -44,9 +44,9 @@ def test_conv_flops_by_hand():
 @pytest.fixture
 def tiny_models(tiny_cfg):
     vqvae = VQVAE(tiny_cfg.vqvae).eval()
-    var_cfg = config.build_config("tiny_var")
+    var_cfg = settings.build_config("tiny_var")
     multi = VQVAE(var_cfg.vqvae).eval()
-    priors = {kind: build_prior(kind, config.to_dict(getattr(tiny_cfg, kind)), tok.token_info(), tok).eval()
+    priors = {kind: build_prior(kind, settings.to_dict(getattr(tiny_cfg, kind)), tok.token_info(), tok).eval()
               for kind, tok in (("gpt", vqvae), ("diffusion", vqvae), ("var", multi))}
     return vqvae, priors
 

@@ -6,10 +6,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import config
-import data
+from pipeline import data
 import models.var as var_module
 from models.var import VAR
 from models.vqvae import VQVAE
+from pipeline import settings
 
 V = 8  # codebook size of the stand-alone VARs below
 
@@ -18,7 +19,7 @@ V = 8  # codebook size of the stand-alone VARs below
 
 def tiny_var_vqvae(*overrides):
     """The `tiny_var` preset's tokenizer: scales 1, 2, 3, 4 (30 tokens), one shared codebook of 32, code_dim 4."""
-    cfg = config.build_config("tiny_var", list(overrides))
+    cfg = settings.build_config("tiny_var", list(overrides))
     torch.manual_seed(0)
     return VQVAE(cfg.vqvae)
 
@@ -26,7 +27,7 @@ def tiny_var_vqvae(*overrides):
 @pytest.fixture(scope="module")
 def mnist_x():
     """128 real MNIST training digits in [-1, 1]."""
-    images, _ = data.load_split(config.build_config("tiny_var").data, train=True)
+    images, _ = data.load_split(settings.build_config("tiny_var").data, train=True)
     return data.to_model_range(images[:128])
 
 
@@ -346,7 +347,7 @@ def test_edited_tokens_are_drawn_given_the_kept_ones():
 # --- VAR: the frozen tokenizer copy ------------------------------------------------------------------------------
 
 def test_from_tokenizer_copies_the_quantizer_and_freezes_it(trained_tokenizer):
-    cfg = config.build_config("tiny_var").var
+    cfg = settings.build_config("tiny_var").var
     model = VAR.from_tokenizer(cfg, trained_tokenizer.token_info(), trained_tokenizer)
     assert model.scales == (1, 2, 3, 4) and model.L == 30 and model.V == 32 and model.code_dim == 4
     reference = trained_tokenizer.quantizer.state_dict()
@@ -362,7 +363,7 @@ def test_from_tokenizer_copies_the_quantizer_and_freezes_it(trained_tokenizer):
 
 def test_a_training_step_leaves_the_tokenizer_copy_unchanged(trained_tokenizer, mnist_x):
     from transformer_train import make_optimizer
-    cfg = config.build_config("tiny_var")
+    cfg = settings.build_config("tiny_var")
     model = VAR.from_tokenizer(cfg.var, trained_tokenizer.token_info(), trained_tokenizer)
     model.train()
     assert model.training and model.blocks[0].training and not model.tokenizer.training

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-import config
 from models.vqvae import VQVAE, down_sizes
+from pipeline import settings
+from models.vqvae import reachable_grid_sizes
 
 
 def tiny_vqvae(grid_size=4, num_codebooks=1):
-    cfg = config.build_config("tiny", [f"vqvae.grid_size={grid_size}", f"vqvae.num_codebooks={num_codebooks}"])
+    cfg = settings.build_config("tiny", [f"vqvae.grid_size={grid_size}", f"vqvae.num_codebooks={num_codebooks}"])
     torch.manual_seed(0)
     return VQVAE(cfg.vqvae)
 
@@ -20,7 +21,7 @@ def test_down_sizes_follow_ceil_halving():
 
 
 @pytest.mark.parametrize("num_codebooks", [1, 2])
-@pytest.mark.parametrize("grid_size", config.reachable_grid_sizes(28))  # 14, 7, 4, 2, 1
+@pytest.mark.parametrize("grid_size", reachable_grid_sizes(28))  # 14, 7, 4, 2, 1
 def test_encode_and_decode_shapes(grid_size, num_codebooks):
     model = tiny_vqvae(grid_size, num_codebooks).eval()
     x = torch.rand(3, 1, 28, 28) * 2 - 1
@@ -69,7 +70,7 @@ def test_different_codebooks_read_different_latent_channels():
 
 @pytest.mark.parametrize("grid_size", [16, 8, 4])
 def test_rgb_32x32_images_encode_and_decode_in_colour(grid_size):
-    cfg = config.build_config("tiny", ["data.dataset=cifar10", f"vqvae.grid_size={grid_size}"]).vqvae
+    cfg = settings.build_config("tiny", ["data.dataset=cifar10", f"vqvae.grid_size={grid_size}"]).vqvae
     assert (cfg.image_size, cfg.image_channels) == (32, 3)
     model = VQVAE(cfg).eval()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -91,7 +92,7 @@ def test_decoding_in_chunks_gives_the_same_images(monkeypatch):
     """VQVAE.decode runs the decoder on DECODE_CHUNK images at a time: every image, in order, the same values up to
     float rounding (a convolution may pick another algorithm for another batch size)."""
     import models.vqvae as vqvae_module
-    model = VQVAE(config.build_config("tiny").vqvae).eval()
+    model = VQVAE(settings.build_config("tiny").vqvae).eval()
     idx = model.encode(torch.rand(5, 1, 28, 28) * 2 - 1)
     whole = model.decode(idx)
     monkeypatch.setattr(vqvae_module, "DECODE_CHUNK", 2)

@@ -10,13 +10,10 @@ import os
 
 import numpy as np
 import torch
+from pipeline.errors import SampleFileError
 
 MIN_SAMPLES = 4  # precision/recall need each point's 3 nearest neighbours
 MAKE_ONE = "make one with: python generator.py --n 10000 --save"
-
-
-class SampleFileError(ValueError):
-    """An image file or folder that cannot be scored as it is; scripts print its message as one line."""
 
 
 def read_images(path, image_shape, num_classes):

@@ -15,15 +15,7 @@ import re
 import socket
 
 import torch
-
-
-class DataError(RuntimeError):
-    """Data that cannot be had or read; scripts print its message as one line."""
-
-
-class WriteError(RuntimeError):
-    """A file could not be written (full disk, read-only folder, a path through a file); scripts print it as one
-    line."""
+from pipeline.errors import CheckpointError, WriteError
 
 
 def temp_path(path):
@@ -142,14 +134,10 @@ class RunLock:
 
 # --- torch files: saved atomically, loaded as data ---------------------------------------------------------------
 
-class CheckpointError(RuntimeError):
-    """A saved file (checkpoint, token cache) that is missing, unreadable or of the wrong kind; scripts print its
-    message as one line."""
-
 
 def atomic_save(obj, path):
     """Write to a temp file in the same folder, then rename: a kill mid-save leaves the old file intact, and a full
-    or read-only disk a one-line files.WriteError. The bytes are built in memory first because torch.save reports a
+    or read-only disk a one-line WriteError. The bytes are built in memory first because torch.save reports a
     failed write as an opaque RuntimeError, while a plain file write raises the OSError that says why."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)

@@ -4,15 +4,17 @@ import os
 
 import torch
 
-import data
-import distributed
-from datasets import DataError
-from files import CheckpointError, atomic_save, load_file
+from pipeline import data
+from pipeline import datasets
+from pipeline import distributed
+
+from pipeline.files import atomic_save, load_file
+from pipeline.errors import CheckpointError, DataError
 
 
 def token_cache_path(data_cfg, tokenizer_id):
     limits = f"_{data_cfg.train_limit}_{data_cfg.test_limit}" if (data_cfg.train_limit or data_cfg.test_limit) else ""
-    name = data.describe(data_cfg).key.replace(":", "_")  # a folder's key names its contents
+    name = datasets.spec_of(data_cfg).key.replace(":", "_")  # a folder's key names its contents
     return os.path.join(data_cfg.root, "tokens", f"{name}_{tokenizer_id}{limits}.pt")
 
 

@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 import config
-from checkpoint import CheckpointError, load_file, tokenizer_path
+from pipeline.checkpoint import load_file, tokenizer_path
+from pipeline.errors import CheckpointError
 
 SCRIPTS = ("vqvae_train.py", "transformer_train.py")
 

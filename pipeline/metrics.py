@@ -22,11 +22,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import config
-import data
-import device as devices
-from checkpoint import CheckpointError, check_dataset, default_path, load_checkpoint
-from files import atomic_save
+from pipeline import data
+from pipeline import datasets
+from pipeline import devices
+from pipeline.checkpoint import check_dataset, default_path, load_checkpoint
+from pipeline.files import atomic_save
 from models.classifier import ROTATIONS, Classifier
+from pipeline.errors import CheckpointError
 
 
 # --- the metrics (pure functions on feature arrays) --------------------------------------------------------------
@@ -123,7 +125,7 @@ def train_classifier(cfg, path, batch_size=128):
     device = devices.pick_device(cfg.device)
     train_images, train_labels = data.load_split(cfg.data, train=True)
     test_images, test_labels = data.load_split(cfg.data, train=False)
-    spec = data.describe(cfg.data)
+    spec = datasets.spec_of(cfg.data)
     rotations = spec.num_classes == 1
     epochs = min(CLASSIFIER_MAX_EPOCHS, max(4, math.ceil(CLASSIFIER_IMAGE_PASSES / len(train_images))))
     model = Classifier.for_dataset(spec).to(device)
@@ -185,7 +187,7 @@ def verify_shipped(path, dataset):
 def load_classifier(path, device, spec=config.DataConfig.dataset):
     """The evaluator's classifier of a dataset (its Dataset, or the name of a built-in one), refusing one of another
     dataset (or of a folder of images as it was before it changed) and shipped weights that changed."""
-    spec = data.dataset(spec) if isinstance(spec, str) else spec
+    spec = datasets.entry(spec) if isinstance(spec, str) else spec
     preset = "" if spec.name == config.DataConfig.dataset else f" --set data.dataset={spec.name}"
     verify_shipped(path, spec.name)
     ckpt = load_checkpoint(path, "classifier", hint=f"; build it with: python evaluate.py --train-classifier{preset}")

@@ -5,13 +5,14 @@ DataLoader workers or per-image transforms, which on a 2-core CPU would cost mor
 """
 import torch
 
-from datasets import DataError, dataset, describe  # noqa: F401  (the scripts read these through data)
+from pipeline.datasets import spec_of
+from pipeline.errors import DataError
 
 
 def load_split(data_cfg, train):
     """One split of the configured dataset as (images_NCHW uint8, labels_N int64), cut to data_cfg.train_limit /
     test_limit when those are set."""
-    spec = describe(data_cfg)
+    spec = spec_of(data_cfg)
     images, labels = spec.load(data_cfg, train)
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != spec.image_shape or len(images) != len(labels):
         raise DataError(f"the {spec.name} files under {data_cfg.root} are not {'x'.join(map(str, spec.image_shape))} "
@@ -26,7 +27,7 @@ def class_proportions(data_cfg):
     """The share of each class in the training split (classes_C, summing to 1): generator.py and evaluate.py draw
     sample sets in these proportions, since FID compares distributions."""
     _, labels = load_split(data_cfg, train=True)
-    counts = torch.bincount(labels, minlength=describe(data_cfg).num_classes).double()
+    counts = torch.bincount(labels, minlength=spec_of(data_cfg).num_classes).double()
     return counts / counts.sum()
 
 

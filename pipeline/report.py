@@ -6,9 +6,9 @@ import subprocess
 
 import torch
 
-from checkpoint import load_vqvae
-from files import atomic_write
-from training import count_parameters
+from pipeline.checkpoint import load_vqvae
+from pipeline.files import atomic_write
+from pipeline.training import count_parameters
 
 
 def table(header, rows):

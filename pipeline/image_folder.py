@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageColor
 
-from files import CheckpointError, DataError, atomic_save, load_file
+from pipeline.files import atomic_save, load_file
+from pipeline.errors import CheckpointError, DataError
 
 MIN_IMAGES = 10          # at least one validation image (every tenth)
 VALIDATION_EVERY = 10

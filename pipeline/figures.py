@@ -3,7 +3,7 @@ curves and sweep plots. Every file goes through files.atomic_write."""
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from files import atomic_write
+from pipeline.files import atomic_write
 
 
 def pyplot():

@@ -4,10 +4,7 @@ import random
 
 import numpy as np
 import torch
-
-
-class DeviceError(RuntimeError):
-    """A device that was asked for by name and is not there; scripts print its message as one line."""
+from pipeline.errors import DeviceError
 
 
 def pick_device(name="auto"):
@@ -86,7 +83,7 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def describe(device, dtype):
+def in_words(device, dtype):
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     return f"device {device}{threads}, mixed precision {'off' if dtype is None else str(dtype).replace('torch.', '')}"
 

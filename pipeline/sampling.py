@@ -10,18 +10,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import config
-import data
-import device as devices
-import files
-from checkpoint import CheckpointError
+from pipeline import data
+from pipeline import devices
+from pipeline import files
+
 from models.prior import priors_with
+from pipeline.errors import CheckpointError, FlagError, WriteError
+from pipeline import checks, settings
 
 EDITS = ("inpaint", "outpaint", "complete")
-
-
-class FlagError(ValueError):
-    """A bad or pointless command-line flag; scripts print its message as one line."""
 
 
 def flag(name):
@@ -33,7 +30,7 @@ def check_sampling_flags(args, min_n=1):
     and the user gave must be usable. Checked before any checkpoint is loaded, so a typo costs no time."""
     for name in ("temperature", "cfg"):
         value = getattr(args, name, None)
-        if value is not None and not config.positive_finite(value):
+        if value is not None and not checks.positive_finite(value):
             raise FlagError(f"{flag(name)} must be a finite number above 0 (got {value})")
     for name, low in (("top_k", 0), ("steps", 1), ("batch_size", 1), ("n", min_n)):
         value = getattr(args, name, None)
@@ -73,7 +70,7 @@ def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0
 
 def sampling_point(cfg, prior, args):
     """(temperature, cfg_scale) to draw at: --temperature / --cfg where given, else the prior's own from config."""
-    temperature, cfg_scale = config.sampling_settings(cfg, prior)
+    temperature, cfg_scale = settings.sampling_settings(cfg, prior)
     return (temperature if args.temperature is None else args.temperature,
             cfg_scale if args.cfg is None else args.cfg)
 
@@ -106,7 +103,7 @@ def proportional_counts(n, proportions):
 
 
 def save_npz(path, images_N1HW, labels_N):
-    """images (uint8) and labels (int64) to an npz, atomically; a files.WriteError when it cannot be written."""
+    """images (uint8) and labels (int64) to an npz, atomically; a WriteError when it cannot be written."""
     arrays = dict(images=data.to_uint8(images_N1HW).numpy(), labels=labels_N.numpy().astype(np.int64))
 
     def write(tmp_path):
@@ -120,14 +117,14 @@ def check_writable(path):
     """Fail in one line before any sampling when `path` cannot be written (a file where a folder should be, a
     read-only folder), rather than after minutes of drawing. A probe file, since os.access says yes to root."""
     if os.path.isdir(path):
-        raise files.WriteError(f"cannot write {path}: it is a folder; give a file name, "
+        raise WriteError(f"cannot write {path}: it is a folder; give a file name, "
                                f"e.g. {os.path.join(path, 'samples.npz')}")
     files.make_folder(path)
     try:
         with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), prefix=".write_check"):
             pass
     except OSError as e:
-        raise files.WriteError(files.describe_os_error(e, path)) from None
+        raise WriteError(files.describe_os_error(e, path)) from None
 
 
 # --- editing ---------------------------------------------------------------------------------------------------------

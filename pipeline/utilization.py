@@ -14,10 +14,11 @@ import time
 import torch
 
 import config
-from checkpoint import build_prior
-import device as devices
+from pipeline.checkpoint import build_prior
+from pipeline import devices
 from models.prior import prior_class
 from models.vqvae import VQVAE
+from pipeline import settings
 
 
 def matmul_peak(device, dtype=torch.float32, n=2048, repeats=5):
@@ -50,14 +51,14 @@ def untrained_models(cfg, device):
     multi-scale tokenizer comes from the dataset's `_var` preset. Priors whose tokenizer has no preset are left
     out."""
     single = VQVAE(cfg.vqvae).to(device).eval()
-    multi_preset = config.tokenizer_preset(cfg.data.dataset, True, cfg.preset)
-    multi = (VQVAE(config.build_config(multi_preset or "mnist_var", [f"data.dataset={cfg.data.dataset}"]).vqvae)
+    multi_preset = settings.tokenizer_preset(cfg.data.dataset, True, cfg.preset)
+    multi = (VQVAE(settings.build_config(multi_preset or "mnist_var", [f"data.dataset={cfg.data.dataset}"]).vqvae)
              .to(device).eval() if multi_preset else None)
     models = []
     for kind in config.prior_sections(cfg):
         tokenizer = multi if prior_class(kind).multiscale_tokenizer else single
         if tokenizer is not None:
-            prior = build_prior(kind, config.to_dict(getattr(cfg, kind)), tokenizer.token_info(), tokenizer)
+            prior = build_prior(kind, settings.to_dict(getattr(cfg, kind)), tokenizer.token_info(), tokenizer)
             models.append((prior.to(device).eval(), tokenizer))
     return models
 

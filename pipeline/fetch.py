@@ -10,8 +10,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-
-from files import DataError
+from pipeline.errors import DataError
 
 
 def first_line(error):

@@ -1,0 +1,54 @@
+"""The command line every script shares: --preset, --set, --seed, --device on one parser whose errors are one line,
+and the edge where a script turns a UserError into that one line and its exit status."""
+import argparse
+import sys
+from contextlib import contextmanager
+
+from config import PRESETS
+from pipeline.errors import UserError
+from pipeline.settings import build_config
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors (unknown flag, `--n ten`, a missing value) as one `error:` line, like every other
+    error of the scripts, instead of a usage block above the message."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
+def make_parser(description):
+    """The flags every script shares; scripts add their own on top."""
+    parser = OneLineParser(description=description)
+    parser.add_argument("--preset", default="mnist", help=f"named preset: {', '.join(PRESETS)}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one config field (repeatable)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: config seed)")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    return parser
+
+
+def make_training_parser(description):
+    """The shared flags and the two every training script has: --resume and --overwrite."""
+    parser = make_parser(description)
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last epoch")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint with a new run")
+    return parser
+
+
+def parse_config(parser, argv=None):
+    """Parse argv into (args, config); a bad config ends the script with one line and exit status 2."""
+    args = parser.parse_args(argv)
+    with one_line_errors():
+        cfg = build_config(args.preset, args.overrides, args.seed, args.device)
+    return args, cfg
+
+
+@contextmanager
+def one_line_errors():
+    """A script's edge: a UserError becomes `<label>: <message>` on stderr and its kind's exit status."""
+    try:
+        yield
+    except UserError as e:
+        print(f"{e.label}: {e}", file=sys.stderr)
+        sys.exit(e.exit_status)

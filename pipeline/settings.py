@@ -1,0 +1,160 @@
+"""Building a run's config: defaults -> preset -> `--set` overrides -> explicit flags -> the fields that follow the
+dataset, then validation (checks.py). Also the two directions between config sections and the plain dicts a
+checkpoint stores, and the sampling settings a prior draws at."""
+import dataclasses
+import os
+
+from config import PRESETS, Config, DataConfig, PriorConfig, prior_sections
+from pipeline.checks import validate
+from pipeline.datasets import DATASETS, spec_of
+from models.vqvae import reachable_grid_sizes
+from pipeline.errors import ConfigError, DataError
+
+FOLDER_ONLY = ("data.folder", "data.image_size", "data.channels", "data.background")
+
+
+def parse_value(text, current):
+    """Parse `text` into the type of the field's current value."""
+    kind = type(current)
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if kind is tuple:
+            items = [t for t in text.strip("()[] ").split(",") if t.strip()]
+            item_kind = type(current[0]) if current else int  # an empty default (vqvae.scales) holds ints
+            return tuple(item_kind(t.strip()) for t in items)
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as {kind.__name__}") from None
+
+
+# fields that moved, so an old command line gets told where to instead of "unknown field"
+MOVED = {"sample.cfg_scale": "each prior has its own guidance scale; set gpt.cfg_scale, var.cfg_scale or "
+                             "diffusion.cfg_scale (or pass --cfg to the sampling scripts)"}
+
+
+def apply_override(cfg, assignment):
+    """Apply one 'section.field=value' (or top-level 'field=value') string to cfg in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.field=value")
+    path, text = assignment.split("=", 1)
+    path = path.strip()
+    *sections, name = path.split(".")
+    target = cfg
+    for section in sections:
+        if not dataclasses.is_dataclass(target) or not hasattr(target, section):
+            raise ConfigError(f"unknown config section {section!r} in {assignment!r}")
+        target = getattr(target, section)
+    if path in MOVED:
+        raise ConfigError(f"{path} is gone: {MOVED[path]}")
+    if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+        raise ConfigError(f"unknown config field {path!r}; see config.py for the names")
+    current = getattr(target, name)
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{path!r} is a section; set one of its fields, e.g. {path}.<field>=...")
+    try:
+        setattr(target, name, parse_value(text.strip(), current))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def folder_grid_size(image_size):
+    """The token grid of a folder of images unless vqvae.grid_size is set: about a token per 4x4 pixels, at most
+    8x8 tokens (28 -> 7x7, 32 -> 8x8, 64 -> 8x8 with a token per 8x8 pixels): more tokens would make the prior's
+    sequence, and its attention, grow with the square of the image size on a CPU budget."""
+    return max(g for g in reachable_grid_sizes(image_size) if g <= min(8, image_size // 4))
+
+
+def follow_dataset(cfg, assignments=()):
+    """Copy the dataset's image size, channels and class count into the fields that follow it, and put its
+    checkpoints and results into their own subfolders (MNIST, the first dataset, keeps the top folders)."""
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset data.dataset={cfg.data.dataset!r}; choose one of {', '.join(DATASETS)}")
+    if cfg.data.dataset != "folder":
+        given = [a.split("=", 1)[0].strip() for a in assignments]
+        stray = [name for name in FOLDER_ONLY if name in given]
+        if stray:
+            raise ConfigError(f"{stray[0]} is read only with data.dataset=folder (data.dataset={cfg.data.dataset} "
+                              f"has its own images)")
+    try:
+        spec = spec_of(cfg.data)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    following = {"vqvae.image_size", "vqvae.image_channels", *(f"{p}.num_classes" for p in prior_sections(cfg))}
+    for assignment in assignments:
+        name = assignment.split("=", 1)[0].strip()
+        if name in following:
+            raise ConfigError(f"{name} follows the dataset ({spec.name}: {spec.channels}x{spec.image_size}x"
+                              f"{spec.image_size}, {spec.num_classes} classes); choose data.dataset instead")
+    cfg.vqvae.image_size, cfg.vqvae.image_channels = spec.image_size, spec.channels
+    grid_given = any(a.split("=", 1)[0].strip() == "vqvae.grid_size" for a in [*PRESETS[cfg.preset], *assignments])
+    if cfg.data.dataset == "folder" and not grid_given:
+        cfg.vqvae.grid_size = folder_grid_size(spec.image_size)
+        if cfg.vqvae.scales and cfg.vqvae.scales[-1] != cfg.vqvae.grid_size:  # a multi-scale plan up to that grid
+            cfg.vqvae.scales = tuple(s for s in (1, 2, 3, 4, 5, 6, 8) if s <= cfg.vqvae.grid_size)
+    for name in prior_sections(cfg):
+        getattr(cfg, name).num_classes = spec.num_classes
+    if spec.folder:
+        cfg.checkpoint_dir = os.path.join(cfg.checkpoint_dir, spec.folder)
+        cfg.results_dir = os.path.join(cfg.results_dir, spec.folder)
+    return cfg
+
+
+def build_config(preset="mnist", overrides=(), seed=None, device=None):
+    """Defaults -> preset -> --set overrides -> explicit flags -> the dataset's fields, then validation."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    cfg = Config(preset=preset)
+    for assignment in [*PRESETS[preset], *overrides]:
+        apply_override(cfg, assignment)
+    if seed is not None:
+        cfg.seed = seed
+    if device is not None:
+        cfg.device = device
+    return validate(follow_dataset(cfg, overrides))
+
+
+def to_dict(section):
+    return dataclasses.asdict(section)
+
+
+def from_dict(kind, values):
+    """Rebuild a config dataclass from a checkpoint's dict (tuples come back as lists)."""
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in fields}
+    return kind(**known)
+
+
+def sampling_settings(cfg, prior):
+    """(temperature, cfg_scale) a prior samples at by default: its section's in this config, not the copy in its
+    checkpoint, so settings calibrated after training apply to the priors already trained. A prior kind this config
+    has no section for (one registered elsewhere) keeps its checkpoint's (older checkpoints: the class default)."""
+    section = getattr(cfg, prior.kind, None)
+    source = section if isinstance(section, PriorConfig) else prior.cfg
+    return source.temperature, getattr(source, "cfg_scale", PriorConfig.cfg_scale)
+
+
+# Named presets: a list of overrides on top of the defaults above.
+# The sampling settings of config.py's prior sections were calibrated on MNIST (RESULTS.md); the other datasets sample
+
+
+def preset_dataset(name):
+    """The dataset a preset trains on (its data.dataset assignment, else the default)."""
+    chosen = [a.split("=", 1)[1] for a in PRESETS[name] if a.startswith("data.dataset=")]
+    return chosen[-1] if chosen else DataConfig.dataset
+
+
+def tokenizer_preset(dataset, multiscale, preset=None):
+    """The preset that trains the tokenizer a hint should name, "" for the default one: the run's own preset or its
+    `_var` sibling (tiny -> tiny_var), else the dataset's (VAR's multi-scale one: `<dataset>_var`)."""
+    if preset:
+        base = preset[:-len("_var")] if preset.endswith("_var") else preset
+        name = f"{base}_var" if multiscale else base
+        if name in PRESETS and preset_dataset(name) == dataset:
+            return "" if name == "mnist" else name
+    name = f"{dataset}_var" if multiscale else dataset
+    return name if name in PRESETS and name != "mnist" else ""
+
+
