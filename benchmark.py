@@ -23,20 +23,12 @@ import time
 import torch
 
 import config
-from pipeline import data
-from pipeline import datasets
-from pipeline import devices
-from pipeline import figures
-from pipeline import metrics
-from pipeline import recipe
-from pipeline import report
-from pipeline import utilization
+from pipeline import cli, data, datasets, devices, figures, metrics, recipe, report, settings, utilization
 from pipeline.checkpoint import default_path, find_tokenizer, load_file, load_pair
 
 from models.prior import registered
 from pipeline.sampling import class_ids, draw_images
 from pipeline.errors import CheckpointError, FlagError
-from pipeline import cli, settings
 
 STEP_COUNTS = (4, 8, 16, 32)  # reverse steps tried for the priors that have them (--steps)
 
@@ -53,16 +45,16 @@ def timed(fn, repeats, warmup=1):
     return statistics.median(seconds), (min(seconds), max(seconds))
 
 
-def sampling_speed(prior, vqvae, device, dtype, batch_sizes, repeats, cfg_scale=1.0):
+def sampling_speed(prior, vqvae, device, dtype, batch_sizes, repeats, guidance=1.0):
     """images/s of the full sampler (tokens + decoding) per batch size, KV cache on and off.
 
-    With guidance (cfg_scale != 1) every image costs two sequences, a conditional and an unconditional one."""
+    With guidance (guidance != 1) every image costs two sequences, a conditional and an unconditional one."""
     rows = []
     for batch in batch_sizes:
         row = {"batch": batch}
         for use_cache in (True, False):
             classes = torch.arange(batch) % prior.cfg.num_classes
-            median, (lo, hi) = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, cfg_scale=cfg_scale,
+            median, (lo, hi) = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, guidance=guidance,
                                                          batch_size=batch, use_cache=use_cache), repeats)
             key = "kv" if use_cache else "no_kv"
             row[key] = batch / median
@@ -127,7 +119,7 @@ def temperature_sweep(prior, vqvae, cfg, device, dtype, temperatures, n):
         images = data.to_uint8(draw_images(prior, vqvae, classes, device, dtype, temperature, cfg.sample.top_k,
                                            guidance, cfg.sample.batch_size, cfg.seed))
         scores = metrics.score(classifier, images, labels, reference, device)
-        rows.append({"temperature": temperature, "cfg_scale": guidance, **scores})
+        rows.append({"temperature": temperature, "guidance": guidance, **scores})
         print(f"T={temperature:.2f}: FID {scores['fid']:.2f}  precision {scores['precision']:.3f}  "
               f"recall {scores['recall']:.3f}  accuracy {scores['accuracy']:.3f}")
     return rows
@@ -171,7 +163,7 @@ def quality_row(entry, classifier, reference, cfg, device, dtype, n, steps=None)
     seconds = time.perf_counter() - t0
     scores = metrics.score(classifier, data.to_uint8(images), labels, reference, device)
     row = {**scores, "images_per_s": n / seconds, "forward_passes": prior.forward_passes(steps), "steps": steps,
-           "temperature": temperature, "cfg_scale": guidance}
+           "temperature": temperature, "guidance": guidance}
     print(f"{entry['label']}{'' if steps is None else f', {steps} steps'}: FID {row['fid']:.2f}  accuracy "
           f"{row['accuracy']:.3f}  {row['images_per_s']:.0f} images/s  {row['forward_passes']} forward passes")
     return row
@@ -352,7 +344,7 @@ def measure_utilization(cfg, device, dtype, batch, repeats):
         decoder = vqvae.flops()["decoder"]
         mine = []
         for scale in sorted({1.0, settings.sampling_settings(cfg, prior)[1]}):
-            median, _ = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, cfg_scale=scale,
+            median, _ = timed(lambda: draw_images(prior, vqvae, classes, device, dtype, guidance=scale,
                                                   batch_size=batch), repeats)
             mine.append(utilization.row(f"{prior.title}: sampling, guidance {scale:g}, batch {batch}",
                                         prior.sampling_flops(None, scale) + decoder, batch / median, peak))

@@ -77,12 +77,12 @@ class PriorConfig:
     dropout: float = 0.1
     num_classes: int = 10          # follows data.dataset: class ids 0..num_classes-1; id num_classes = "no class"
     class_dropout: float = 0.1     # share of training sequences whose class is replaced by "no class"
-    SAMPLING_ONLY = ("temperature", "cfg_scale")  # fields training never reads: --resume does not compare them
+    SAMPLING_ONLY = ("temperature", "guidance")  # fields training never reads: --resume does not compare them
     # Sampling temperature and classifier-free guidance scale generator.py, evaluate.py and benchmark.py draw this
     # prior's samples at (--temperature and --cfg override them); each prior has its own best point.
     # Guidance: uncond + s * (cond - uncond); 1.0 = plain conditional
     temperature: float = 1.0
-    cfg_scale: float = 1.5
+    guidance: float = 1.5
 
 
 @dataclass
@@ -90,7 +90,7 @@ class GPTConfig(PriorConfig):
     """The raster-order GPT (models/gpt.py)."""
     # MNIST's point: nearly every sample readable as its requested digit, for a little FID
     temperature: float = 1.15
-    cfg_scale: float = 1.75
+    guidance: float = 1.75
 
 
 @dataclass
@@ -111,7 +111,7 @@ class VARConfig(PriorConfig):
     d_model: int = 160
     # guidance rises over the scales (models/var.py: guidance_at), as in VAR's reference code; MNIST's point
     temperature: float = 1.1
-    cfg_scale: float = 2.5
+    guidance: float = 2.5
 
 
 @dataclass
@@ -122,7 +122,7 @@ class DiffusionConfig(PriorConfig):
     choice_temperature: float = 4.5  # mask: Gumbel noise on confidences when choosing what to keep, annealed to 0
     # guidance rises over the reverse steps (models/diffusion.py: guidance_at), as in Muse; MNIST's point
     temperature: float = 1.2
-    cfg_scale: float = 2.0
+    guidance: float = 2.0
 
 
 @dataclass
@@ -170,7 +170,7 @@ PRIORS = prior_sections(Config())  # ('gpt', 'var', 'diffusion'); a new prior ad
 # --- presets: each a list of overrides on top of the defaults above, with one line on how it differs --------------
 
 # The prior sections' sampling points are MNIST's; other datasets start from T 1.0, guidance 1.5 until swept
-NEUTRAL_SAMPLING = [f"{prior}.{setting}" for prior in PRIORS for setting in ("temperature=1.0", "cfg_scale=1.5")]
+NEUTRAL_SAMPLING = [f"{prior}.{setting}" for prior in PRIORS for setting in ("temperature=1.0", "guidance=1.5")]
 
 # Colour images on a CPU: a wider tokenizer with 1024 codes and no adversary, epochs for thousands of images
 EMOJI_MODELS = ["vqvae.codebook_size=1024", "vqvae.channels=(32,64,128)", "vqvae_train.epochs=12",
@@ -194,7 +194,7 @@ PRESETS = {
     "fashion_mnist": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "vqvae.num_codebooks=2",
                       "vqvae_train.gan_weight=0", "vqvae_train.batch_size=64", "gpt.dropout=0",
                       "gpt_train.batch_size=64", "gpt_train.epochs=2",
-                      "diffusion_train.epochs=2", *NEUTRAL_SAMPLING, "gpt.temperature=1.05", "gpt.cfg_scale=2.0"],
+                      "diffusion_train.epochs=2", *NEUTRAL_SAMPLING, "gpt.temperature=1.05", "gpt.guidance=2.0"],
     # Fashion-MNIST with the multi-scale tokenizer on a short 1, 2, 4, 7 plan (70 tokens), 3 VAR epochs
     "fashion_mnist_var": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "vqvae.scales=(1,2,4,7)",
                           "vqvae_train.gan_weight=0", "var.dropout=0", "var_train.batch_size=128", "var_train.epochs=3",

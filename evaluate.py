@@ -25,17 +25,12 @@ import time
 import torch
 
 import config
-from pipeline import data
-from pipeline import datasets
-from pipeline import devices
-from pipeline import metrics
-from pipeline import sampling
+from pipeline import cli, data, datasets, devices, metrics, sampling
 from pipeline.checkpoint import default_path, load_pair, load_vqvae, prior_path, tokenizer_path
 
 from pipeline.image_files import MIN_SAMPLES, read_images
 from pipeline.sampling import check_sampling_flags, flag
 from pipeline.errors import FlagError
-from pipeline import cli
 
 
 DRAW_N = 10_000  # default of --n
@@ -75,9 +70,8 @@ def main(argv=None):
     parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps when drawing")
     parser.add_argument("--cfg", type=float, default=None,
-                        help="guidance scale when drawing (default: the prior's own, e.g. gpt.cfg_scale)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="samples drawn at once when drawing (default: config.sample.batch_size)")
+                        help="guidance scale when drawing (default: the prior's own, e.g. gpt.guidance)")
+    cli.add_shorthand(parser, "batch_size")
     parser.add_argument("--balanced", action="store_true", default=None,
                         help="when drawing: the same number of samples of every class (default: each class in its "
                              "share of the training images, as FID compares distributions)")
@@ -86,7 +80,7 @@ def main(argv=None):
     args, cfg = cli.parse_config(parser, argv)
     with cli.one_line_errors():
         check_flags(args)
-        report = evaluate(cfg, args)
+        report = score(cfg, args)
     if report is None:
         return
     if args.json:
@@ -111,7 +105,9 @@ def check_flags(args):
                                 f"samples (no npz given)")
 
 
-def evaluate(cfg, args):
+def score(cfg, args):
+    """The report evaluate.py prints: the classifier trained (--train-classifier), and the samples scored against
+    the real test images (and the reconstructions' ceiling), drawn from checkpoints when no file is given."""
     device = devices.pick_device(cfg.device)
     if args.train_classifier:
         metrics.train_classifier(cfg, default_path(cfg, "classifier"))
@@ -139,13 +135,13 @@ def evaluate(cfg, args):
         name = os.path.basename(args.samples)
     else:
         n = args.n or DRAW_N
-        temperature, cfg_scale = sampling.sampling_point(cfg, prior, args)
-        batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
+        temperature, guidance = sampling.sampling_point(cfg, prior, args)
+        batch_size = cli.shorthand_value(cfg, args, "batch_size")
         proportions = None if args.balanced else data.class_proportions(cfg.data)
         classes, labels = sampling.class_ids(n, prior, unconditional=False, proportions=proportions)
         t0 = time.time()
         images = data.to_uint8(sampling.draw_images(prior, vqvae, classes, device, devices.amp_dtype(device, cfg.amp),
-                                           temperature, cfg.sample.top_k, cfg_scale, batch_size,
+                                           temperature, cfg.sample.top_k, guidance, batch_size,
                                            cfg.seed, steps=args.steps, progress=True))
         info["sampling_images_per_s"] = n / (time.time() - t0)
         name = f"samples (T={temperature})"

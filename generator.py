@@ -28,16 +28,11 @@ from types import SimpleNamespace
 
 import torch
 
-from pipeline import data
-from pipeline import datasets
-from pipeline import devices
-from pipeline import figures
-from pipeline import sampling
+from pipeline import cli, data, datasets, devices, figures, sampling
 from pipeline.checkpoint import load_pair, prior_path
 from models.prior import priors_with
 from pipeline.sampling import EDITS, check_sampling_flags, flag
 from pipeline.errors import CheckpointError, FlagError
-from pipeline import cli
 
 SAVE_N, EDIT_IMAGES, EDIT_SAMPLES = 10_000, 8, 4  # defaults of --n, --edit-images, --edit-samples
 
@@ -95,9 +90,9 @@ def main(argv=None):
     parser.add_argument("--temperature", type=float, default=None,
                         help="one temperature (default: the sweep in config.sample.temperatures for grids, "
                              "the prior's own, e.g. gpt.temperature, for --save and --edit)")
-    parser.add_argument("--top-k", type=int, default=None, help="keep the k most likely codes (0 = all)")
+    cli.add_shorthand(parser, "top_k")
     parser.add_argument("--cfg", type=float, default=None,
-                        help="classifier-free guidance scale (1 = off; default: the prior's own, e.g. gpt.cfg_scale)")
+                        help="classifier-free guidance scale (1 = off; default: the prior's own, e.g. gpt.guidance)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps (default: diffusion.steps)")
     parser.add_argument("--unconditional", action="store_true", help='draw with the "no class" token')
     parser.add_argument("--n", type=int, default=None, help=f"number of samples for --save (default {SAVE_N})")
@@ -105,8 +100,7 @@ def main(argv=None):
     parser.add_argument("--balanced", action="store_true",
                         help="--save: the same number of samples of every class, cycling through them (default: "
                              "each class in its share of the training images, as FID compares distributions)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="samples drawn at once (default: config.sample.batch_size)")
+    cli.add_shorthand(parser, "batch_size")
     parser.add_argument("--no-kv-cache", action="store_true", help="GPT/VAR: recompute the prefix every step (slow)")
     parser.add_argument("--edit", choices=EDITS, default=None, help="zero-shot editing of real test images")
     parser.add_argument("--edit-images", type=int, default=None, help=f"test images to edit (default {EDIT_IMAGES})")
@@ -126,13 +120,12 @@ def generate(cfg, args, mode):
     prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device, dataset=cfg.data.dataset,
                                    compile=cfg.sample.compile)
     sampling.check_steps(prior, args.steps)
-    temperature, cfg_scale = sampling.sampling_point(cfg, prior, args)
-    top_k = cfg.sample.top_k if args.top_k is None else args.top_k
-    batch_size = cfg.sample.batch_size if args.batch_size is None else args.batch_size
+    temperature, guidance = sampling.sampling_point(cfg, prior, args)
+    top_k, batch_size = cli.shorthand_value(cfg, args, "top_k"), cli.shorthand_value(cfg, args, "batch_size")
     run = SimpleNamespace(
         cfg=cfg, args=args, prior=prior, vqvae=vqvae, device=device, dtype=dtype, temperature=temperature,
-        cfg_scale=cfg_scale, top_k=top_k, class_names=datasets.spec_of(cfg.data).class_names,
-        options=dict(top_k=top_k, cfg_scale=cfg_scale, batch_size=batch_size, seed=cfg.seed,
+        guidance=guidance, top_k=top_k, class_names=datasets.spec_of(cfg.data).class_names,
+        options=dict(top_k=top_k, guidance=guidance, batch_size=batch_size, seed=cfg.seed,
                      use_cache=not args.no_kv_cache, steps=args.steps),
         out_dir=args.out or os.path.join(cfg.results_dir, "generator"), tag=prior.output_prefix)
     print(f"{prior.kind} prior trained {ckpt['epoch']} epochs; {devices.in_words(device, dtype)}")
@@ -148,7 +141,7 @@ def show_process(run):
     prefix = os.path.join(run.out_dir, f"{run.tag}reverse_process")
     sampling.check_writable(f"{prefix}_strip.png")
     frames = sampling.reverse_process_frames(prior, run.vqvae, torch.arange(len(run.class_names)), run.device,
-                                             run.dtype, run.cfg.seed, run.args.steps, run.cfg_scale)
+                                             run.dtype, run.cfg.seed, run.args.steps, run.guidance)
     paths = figures.save_reverse_process(frames, run.class_names, prefix)
     print(f"reverse process ({prior.forward_passes(run.args.steps)} steps) -> {', '.join(paths)}")
 
@@ -163,7 +156,7 @@ def edit(run):
     samples = args.edit_samples or EDIT_SAMPLES
     images, labels = data.load_split(run.cfg.data, train=False)
     grid, columns = sampling.edit_images(run.prior, run.vqvae, images[:count], labels[:count], args.edit, run.device,
-                                         run.dtype, samples, run.temperature, run.top_k, run.cfg_scale, run.cfg.seed,
+                                         run.dtype, samples, run.temperature, run.top_k, run.guidance, run.cfg.seed,
                                          steps=args.steps, use_cache=not args.no_kv_cache)
     figures.save_image_grid(grid, path, nrow=columns)
     print(f"{args.edit}: {len(grid) // columns} test images x {samples} results -> {path} "

@@ -81,8 +81,8 @@ def save_sample_grid(model, vqvae, cfg, names, device, dtype, path, seed):
     """One row per class (names: the dataset's class names) at the prior's sampling temperature and guidance, from a
     fixed seed so grids of different epochs compare."""
     classes = torch.arange(len(names)).repeat_interleave(cfg.sample.per_class)
-    temperature, cfg_scale = settings.sampling_settings(cfg, model)
-    images = sampling.draw_images(model, vqvae, classes, device, dtype, temperature=temperature, cfg_scale=cfg_scale, seed=seed)
+    temperature, guidance = settings.sampling_settings(cfg, model)
+    images = sampling.draw_images(model, vqvae, classes, device, dtype, temperature=temperature, guidance=guidance, seed=seed)
     figures.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)
 
 

@@ -158,12 +158,12 @@ class DiscreteDiffusion(Prior):
         return self.cross_entropy(logits_BLV, tokens_BL)
 
     # --- sampling ---------------------------------------------------------------------------------------------
-    def guidance_at(self, done, cfg_scale):
-        """The guidance scale once a share `done` of the reverse steps has run: 1 at the first step, cfg_scale at the
+    def guidance_at(self, done, guidance):
+        """The guidance scale once a share `done` of the reverse steps has run: 1 at the first step, guidance at the
         last (Muse's linearly increasing guidance)."""
-        return progressive_scale(cfg_scale, done) if self.progressive_guidance else cfg_scale
+        return progressive_scale(guidance, done) if self.progressive_guidance else guidance
 
-    def _sample(self, class_B, temperature, top_k, cfg_scale, generator, known_BL=None, known_mask_BL=None,
+    def _sample(self, class_B, temperature, top_k, guidance, generator, known_BL=None, known_mask_BL=None,
                 steps=None, return_process=False):
         """Draw tokens_BL in `steps` reverse steps. known_BL / known_mask_BL (True = keep): editing, kept tokens
         never change. return_process=True also returns one dict per forward pass: tokens_BL (state after the step,
@@ -174,14 +174,14 @@ class DiscreteDiffusion(Prior):
             known_BL = torch.zeros(B, L, dtype=torch.long, device=device)
             known_mask_BL = torch.zeros(B, L, dtype=torch.bool, device=device)
         known_BL = torch.where(known_mask_BL, known_BL.long(), 0)  # values under known_mask False are ignored
-        classes, guided = self.guided_classes(class_B, cfg_scale)
+        classes, guided = self.guided_classes(class_B, guidance)
 
         def denoise(tokens_BL, t_B, done):
             """p(x0 | x_t) logits; `done` in [0, 1]: the share of the reverse process already run."""
             if not guided:
                 return self(tokens_BL, classes, t_B).float()
             logits_2BxV = self(torch.cat([tokens_BL, tokens_BL]), classes, torch.cat([t_B, t_B])).float()
-            return guide(logits_2BxV, self.guidance_at(done, cfg_scale))
+            return guide(logits_2BxV, self.guidance_at(done, guidance))
 
         run = self._sample_mask if self.cfg.noise == "mask" else self._sample_uniform
         process = []

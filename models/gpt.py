@@ -109,14 +109,14 @@ class GPT(Prior):
         h = self._run(x, caches, start)
         return self._logits(h[:, -1:], start + x.shape[1] - 1)[:, 0]
 
-    def _sample(self, class_B, temperature, top_k, cfg_scale, generator, use_cache=True, known_BL=None,
+    def _sample(self, class_B, temperature, top_k, guidance, generator, use_cache=True, known_BL=None,
                 known_mask_BL=None):
         """Token by token in raster order. known_mask_BL must keep a prefix (the `complete` edit): those tokens are
         fed as the prompt, the rest is drawn."""
         B, device = class_B.shape[0], class_B.device
         tokens = self._prefix(known_BL, known_mask_BL) if known_BL is not None else \
             torch.empty(B, 0, dtype=torch.long, device=device)
-        class_B, guided = self.guided_classes(class_B, cfg_scale)  # the unconditional copy runs in the same batch
+        class_B, guided = self.guided_classes(class_B, guidance)  # the unconditional copy runs in the same batch
         caches = self.new_cache() if use_cache else None
         fed = 0  # input slots already in the cache
         while tokens.shape[1] < self.L:
@@ -129,7 +129,7 @@ class GPT(Prior):
                 logits_BV = self.step_logits(class_B, both, None, 0)
             logits_BV = logits_BV.float()
             if guided:
-                logits_BV = guide(logits_BV, cfg_scale)
+                logits_BV = guide(logits_BV, guidance)
             next_B = sample_from_logits(logits_BV, temperature, top_k, generator)
             tokens = torch.cat([tokens, next_B[:, None]], dim=1)
         return tokens

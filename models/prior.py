@@ -66,19 +66,19 @@ def sample_from_logits(logits_BV, temperature=1.0, top_k=0, generator=None):
     return torch.multinomial(filtered_probs(logits_BV, temperature, top_k), 1, generator=generator)[:, 0]
 
 
-def progressive_scale(cfg_scale, done):
+def progressive_scale(guidance, done):
     """Progressive classifier-free guidance: the scale once a share `done` in [0, 1] of the coarse-to-fine order has
-    run, rising linearly from 1 (plain conditional) to cfg_scale (VAR's reference code over scales, Muse over
+    run, rising linearly from 1 (plain conditional) to guidance (VAR's reference code over scales, Muse over
     decoding steps). Strong guidance on the first decisions, which lay out the image, makes every sample of a class
     alike; the later ones only sharpen."""
-    return 1.0 + (cfg_scale - 1.0) * done
+    return 1.0 + (guidance - 1.0) * done
 
 
-def guide(logits_2BxV, cfg_scale):
+def guide(logits_2BxV, guidance):
     """Classifier-free guidance: the batch holds the conditional half, then the unconditional half;
     returns uncond + s * (cond - uncond)."""
     cond, uncond = logits_2BxV.chunk(2)
-    return uncond + cfg_scale * (cond - uncond)
+    return uncond + guidance * (cond - uncond)
 
 
 class Prior(nn.Module):
@@ -143,10 +143,10 @@ class Prior(nn.Module):
         class_B[dropped] = self.no_class
         return class_B
 
-    def guided_classes(self, class_B, cfg_scale):
+    def guided_classes(self, class_B, guidance):
         """(classes to run, guided): guidance doubles the batch with an unconditional copy; an all-"no class" batch
-        or cfg_scale 1 needs none."""
-        guided = cfg_scale != 1.0 and bool((class_B != self.no_class).any())
+        or guidance 1 needs none."""
+        guided = guidance != 1.0 and bool((class_B != self.no_class).any())
         if guided:
             class_B = torch.cat([class_B, torch.full_like(class_B, self.no_class)])
         return class_B, guided
@@ -164,12 +164,12 @@ class Prior(nn.Module):
         before the backward pass's 2x), counted from the config (models.transformer.block_flops)."""
         raise NotImplementedError
 
-    def sampling_flops(self, steps=None, cfg_scale=1.0):
+    def sampling_flops(self, steps=None, guidance=1.0):
         """FLOPs of drawing one image's tokens. With a KV cache each token passes through the transformer once: about
         one whole-sequence forward. Without one, every one of forward_passes(steps) passes runs the whole sequence.
         Guidance runs a conditional and an unconditional sequence."""
         passes = 1 if self.kv_cache else self.forward_passes(steps)
-        return passes * self.flops_per_sequence() * (2 if cfg_scale != 1 else 1)
+        return passes * self.flops_per_sequence() * (2 if guidance != 1 else 1)
 
     def forward_passes(self, steps=None):
         """Transformer evaluations per image when sampling (guidance doubles the batch, not the count)."""
@@ -177,11 +177,11 @@ class Prior(nn.Module):
 
     # --- sampling -------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, class_B, temperature=1.0, top_k=0, cfg_scale=1.0, generator=None, *, use_cache=True,
+    def sample(self, class_B, temperature=1.0, top_k=0, guidance=1.0, generator=None, *, use_cache=True,
                known_BL=None, known_mask_BL=None, steps=None, return_process=False):
         """Draw tokens_BL for the given class ids (`no_class` for unconditional).
 
-        temperature / top_k filter each draw; cfg_scale != 1 mixes conditional and unconditional logits
+        temperature / top_k filter each draw; guidance != 1 mixes conditional and unconditional logits
         (classifier-free guidance). use_cache=False takes the slow path without a KV cache, where the prior has one.
         known_BL / known_mask_BL (True = keep): editing, for the priors with `edits`. steps: reverse steps, for the
         priors with `sampling_steps` (None = their config). return_process=True: also the reverse process's states.
@@ -203,5 +203,5 @@ class Prior(nn.Module):
             if not self.reverse_process:
                 raise ValueError(f"the {self.kind} prior has no reverse process to return")
             options["return_process"] = True
-        return self._sample(class_B, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale, generator=generator,
+        return self._sample(class_B, temperature=temperature, top_k=top_k, guidance=guidance, generator=generator,
                             **options)

@@ -161,23 +161,23 @@ class VAR(Prior):
         return len(self.scales)
 
     # --- sampling -----------------------------------------------------------------------------------------------
-    def guidance_at(self, k, cfg_scale):
-        """The guidance scale at scale k: 1 at the first scale, cfg_scale at the last (the reference code's
+    def guidance_at(self, k, guidance):
+        """The guidance scale at scale k: 1 at the first scale, guidance at the last (the reference code's
         `t = cfg * si / (num_stages - 1)`, in this repo's uncond + s * (cond - uncond) form)."""
         if not self.progressive_guidance or len(self.scales) == 1:
-            return cfg_scale
-        return progressive_scale(cfg_scale, k / (len(self.scales) - 1))
+            return guidance
+        return progressive_scale(guidance, k / (len(self.scales) - 1))
 
-    def _sample(self, class_B, temperature, top_k, cfg_scale, generator, use_cache=True, known_BL=None,
+    def _sample(self, class_B, temperature, top_k, guidance, generator, use_cache=True, known_BL=None,
                 known_mask_BL=None):
         """Draw tokens_BL scale by scale: K forward steps, one per scale, with a KV cache across scales.
 
-        cfg_scale != 1: classifier-free guidance, uncond + s * (cond - uncond), the unconditional copy in the same
+        guidance != 1: classifier-free guidance, uncond + s * (cond - uncond), the unconditional copy in the same
         batch. known_BL / known_mask_BL (True = keep): zero-shot editing; kept tokens are teacher-forced at every
         scale (VAR's in/outpainting), the rest is drawn.
         """
         B = class_B.shape[0]
-        classes, guided = self.guided_classes(class_B, cfg_scale)
+        classes, guided = self.guided_classes(class_B, guidance)
         cond_BD = self.class_emb(classes)
         caches = [{"max_len": self.L} for _ in self.blocks] if use_cache else None
         idx_list, f_hat, start = [], 0, 0
@@ -193,7 +193,7 @@ class VAR(Prior):
                 logits = self._run(x, cond_BD, self.mask_LL[:start + n, :start + n])[:, start:]
             logits = logits.float()
             if guided:
-                logits = guide(logits, self.guidance_at(k, cfg_scale))
+                logits = guide(logits, self.guidance_at(k, guidance))
             idx_Bn = sample_from_logits(logits.reshape(B * n, self.V), temperature, top_k, generator).view(B, n)
             if known_BL is not None:
                 keep = known_mask_BL[:, start:start + n]

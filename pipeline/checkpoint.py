@@ -13,9 +13,8 @@ import torch
 
 import config as config_module
 from pipeline.files import load_file
-from pipeline import devices
+from pipeline import devices, settings
 from pipeline.errors import CheckpointError
-from pipeline import settings
 
 
 def check_layout(ckpt, path, keys=("kind", "model")):
@@ -29,7 +28,7 @@ def check_layout(ckpt, path, keys=("kind", "model")):
                               f"give a file written by its training scripts")
 
 
-def check_finite(ckpt, path):
+def check_weights_finite(ckpt, path):
     """Weights with NaN or inf would draw black images without a word; refuse them."""
     bad = [name for name, tensor in ckpt["model"].items()
            if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
@@ -43,7 +42,7 @@ def load_checkpoint(path, kind, hint=""):
     check_layout(ckpt, path)
     if ckpt["kind"] != kind:
         raise CheckpointError(f"{path} holds a {ckpt['kind']} model, but a {kind} checkpoint was expected")
-    check_finite(ckpt, path)
+    check_weights_finite(ckpt, path)
     return ckpt
 
 
@@ -139,7 +138,7 @@ def load_prior(path, device="cpu"):
     check_layout(ckpt, path)
     if ckpt["kind"] in ("vqvae", "classifier"):
         raise CheckpointError(f"{path} holds a {ckpt['kind']} model, but a prior ({kinds}) was expected")
-    check_finite(ckpt, path)
+    check_weights_finite(ckpt, path)
     model = rebuild(path, lambda: build_prior(ckpt["kind"], ckpt["config"], ckpt), ckpt)
     return model.to(device).eval(), ckpt
 

@@ -99,7 +99,7 @@ def prior_checks(cfg):
             (g.mlp_ratio >= 1, f"{name}.mlp_ratio must be at least 1 (got {g.mlp_ratio}); 0 drops the MLPs"),
             (positive_finite(g.temperature), f"{name}.temperature must be a finite number above 0 "
                                              f"(got {g.temperature})"),
-            (positive_finite(g.cfg_scale), f"{name}.cfg_scale must be a finite number above 0 (got {g.cfg_scale})"),
+            (positive_finite(g.guidance), f"{name}.guidance must be a finite number above 0 (got {g.guidance})"),
         ]
     return checks
 

@@ -28,6 +28,26 @@ def make_parser(description):
     return parser
 
 
+# script flags that are shorthands for a config field: `--top-k 5` is `--set sample.top_k=5` for that command
+SHORTHANDS = {"top_k": ("sample.top_k", "keep the k most likely codes (0 = all)"),
+              "batch_size": ("sample.batch_size", "samples drawn at once")}
+
+
+def add_shorthand(parser, name):
+    field, meaning = SHORTHANDS[name]
+    parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
+                        help=f"{meaning}; shorthand for --set {field}=N")
+
+
+def shorthand_value(cfg, args, name):
+    """The flag's value where the user gave it, else its config field's."""
+    given = getattr(args, name)
+    if given is not None:
+        return given
+    section, field = SHORTHANDS[name][0].split(".")
+    return getattr(getattr(cfg, section), field)
+
+
 def make_training_parser(description):
     """The shared flags and the two every training script has: --resume and --overwrite."""
     parser = make_parser(description)
@@ -50,5 +70,8 @@ def one_line_errors():
     try:
         yield
     except UserError as e:
-        print(f"{e.label}: {e}", file=sys.stderr)
+        message = f"{e.label}: {e}"
+        if e.exit_status == 1:
+            sys.exit(message)  # SystemExit(text): the interpreter prints it to stderr and exits with 1
+        print(message, file=sys.stderr)
         sys.exit(e.exit_status)

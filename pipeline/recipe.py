@@ -29,9 +29,9 @@ def retrain_overrides(preset, overrides):
 
 def train(script_flags):
     """Run both training scripts from scratch with the given --preset/--set/--seed/--device flags."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the scripts sit above pipeline/
     for script in SCRIPTS:
-        command = [sys.executable, os.path.join(here, script), *script_flags, "--overwrite"]
+        command = [sys.executable, os.path.join(repo, script), *script_flags, "--overwrite"]
         print(f"retrain: {' '.join(command[1:])}", flush=True)
         if subprocess.run(command).returncode != 0:
             raise CheckpointError(f"{script} failed (its message is above); the recipe was not scored")

@@ -36,7 +36,7 @@ def tokens_text(vqvae):
 
 def setting(row):
     """A quality row's sampling point as the tables write it: T=1.15, g=1.75."""
-    return f"T={row['temperature']:g}, g={row['cfg_scale']:g}"
+    return f"T={row['temperature']:g}, g={row['guidance']:g}"
 
 
 def commit_text():
@@ -216,7 +216,7 @@ passes; the uniform process runs one pass per step.
 
 {table(['prior', 'steps', 'forward passes', 'FID', 'precision', 'recall', 'class accuracy', 'images/s'], steps_rows(entries))}
 
-### The {entries[0]['label']}'s quality vs temperature ({n} samples each, guidance {sweep[0]['cfg_scale']:g})
+### The {entries[0]['label']}'s quality vs temperature ({n} samples each, guidance {sweep[0]['guidance']:g})
 
 {table(['temperature', 'FID', 'precision', 'recall', 'class accuracy'], sweep_rows)}
 

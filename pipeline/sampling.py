@@ -10,13 +10,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import data
-from pipeline import devices
-from pipeline import files
+from pipeline import checks, data, devices, files, settings
 
 from models.prior import priors_with
 from pipeline.errors import CheckpointError, FlagError, WriteError
-from pipeline import checks, settings
 
 EDITS = ("inpaint", "outpaint", "complete")
 
@@ -46,7 +43,7 @@ def check_steps(prior, steps):
 
 
 @torch.no_grad()
-def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0, cfg_scale=1.0, batch_size=1000,
+def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0, guidance=1.0, batch_size=1000,
                 seed=0, use_cache=True, steps=None, progress=False):
     """Sample token sequences for the given class ids and decode them: images in [-1, 1], (N, C, H, W), on the CPU.
 
@@ -60,7 +57,7 @@ def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0
     for i in bar:
         classes = classes_N[i:i + batch_size].to(device)
         with devices.autocast(device, dtype):
-            tokens_BL = prior.sample(classes, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale,
+            tokens_BL = prior.sample(classes, temperature=temperature, top_k=top_k, guidance=guidance,
                                      generator=generator, use_cache=use_cache, steps=steps)
             images = vqvae.decode_sequence(tokens_BL)
         chunks.append(images.float().clamp(-1, 1).cpu())
@@ -69,10 +66,10 @@ def draw_images(prior, vqvae, classes_N, device, dtype, temperature=1.0, top_k=0
 
 
 def sampling_point(cfg, prior, args):
-    """(temperature, cfg_scale) to draw at: --temperature / --cfg where given, else the prior's own from config."""
-    temperature, cfg_scale = settings.sampling_settings(cfg, prior)
+    """(temperature, guidance) to draw at: --temperature / --cfg where given, else the prior's own from config."""
+    temperature, guidance = settings.sampling_settings(cfg, prior)
     return (temperature if args.temperature is None else args.temperature,
-            cfg_scale if args.cfg is None else args.cfg)
+            guidance if args.cfg is None else args.cfg)
 
 
 def class_ids(n, prior, unconditional, proportions=None):
@@ -174,7 +171,7 @@ def check_edit(prior, edit):
 
 @torch.no_grad()
 def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples_per_image, temperature, top_k,
-                cfg_scale, seed, steps=None, use_cache=True):
+                guidance, seed, steps=None, use_cache=True):
     """Rows of [original, masked, result 1..n] for each image; returns (images, columns per row).
 
     steps: reverse steps (priors with them; None = their config); use_cache: KV cache on/off (priors with one)."""
@@ -186,7 +183,7 @@ def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples
     generator = torch.Generator(device=device).manual_seed(seed)
     prior.eval()
     with devices.autocast(device, dtype):
-        tokens = prior.sample(classes, temperature=temperature, top_k=top_k, cfg_scale=cfg_scale, generator=generator,
+        tokens = prior.sample(classes, temperature=temperature, top_k=top_k, guidance=guidance, generator=generator,
                               known_BL=known_BL, known_mask_BL=keep_L.expand_as(known_BL), steps=steps,
                               use_cache=use_cache)
         results = vqvae.decode_sequence(tokens).float().clamp(-1, 1).cpu()
@@ -200,7 +197,7 @@ def edit_images(prior, vqvae, images_uint8, labels, edit, device, dtype, samples
 # --- the diffusion prior's reverse process --------------------------------------------------------------------------
 
 @torch.no_grad()
-def reverse_process_frames(prior, vqvae, classes, device, dtype, seed, steps=None, cfg_scale=1.0):
+def reverse_process_frames(prior, vqvae, classes, device, dtype, seed, steps=None, guidance=1.0):
     """One image batch per reverse step: what the tokens look like as they are denoised.
 
     uniform: the current noisy tokens x_t, decoded as they are (random codes pieced together like a jigsaw);
@@ -208,7 +205,7 @@ def reverse_process_frames(prior, vqvae, classes, device, dtype, seed, steps=Non
     prior.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     with devices.autocast(device, dtype):
-        _, process = prior.sample(classes.to(device), cfg_scale=cfg_scale, generator=generator, steps=steps,
+        _, process = prior.sample(classes.to(device), guidance=guidance, generator=generator, steps=steps,
                                   return_process=True)
         frames = []
         for state in process:

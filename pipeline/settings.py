@@ -31,8 +31,10 @@ def parse_value(text, current):
 
 
 # fields that moved, so an old command line gets told where to instead of "unknown field"
-MOVED = {"sample.cfg_scale": "each prior has its own guidance scale; set gpt.cfg_scale, var.cfg_scale or "
-                             "diffusion.cfg_scale (or pass --cfg to the sampling scripts)"}
+MOVED = {"sample.cfg_scale": "each prior has its own guidance scale; set gpt.guidance, var.guidance or "
+                             "diffusion.guidance (or pass --cfg to the sampling scripts)"}
+# fields that were renamed: the old name (in older command lines and checkpoints) still sets the new field
+RENAMED = {"cfg_scale": "guidance"}
 
 
 def apply_override(cfg, assignment):
@@ -42,6 +44,7 @@ def apply_override(cfg, assignment):
     path, text = assignment.split("=", 1)
     path = path.strip()
     *sections, name = path.split(".")
+    name = RENAMED.get(name, name)
     target = cfg
     for section in sections:
         if not dataclasses.is_dataclass(target) or not hasattr(target, section):
@@ -123,17 +126,18 @@ def to_dict(section):
 def from_dict(kind, values):
     """Rebuild a config dataclass from a checkpoint's dict (tuples come back as lists)."""
     fields = {f.name: f for f in dataclasses.fields(kind)}
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
     known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in fields}
     return kind(**known)
 
 
 def sampling_settings(cfg, prior):
-    """(temperature, cfg_scale) a prior samples at by default: its section's in this config, not the copy in its
+    """(temperature, guidance) a prior samples at by default: its section's in this config, not the copy in its
     checkpoint, so settings calibrated after training apply to the priors already trained. A prior kind this config
     has no section for (one registered elsewhere) keeps its checkpoint's (older checkpoints: the class default)."""
     section = getattr(cfg, prior.kind, None)
     source = section if isinstance(section, PriorConfig) else prior.cfg
-    return source.temperature, getattr(source, "cfg_scale", PriorConfig.cfg_scale)
+    return source.temperature, getattr(source, "guidance", PriorConfig.guidance)
 
 
 # Named presets: a list of overrides on top of the defaults above.

@@ -4,9 +4,7 @@ import os
 
 import torch
 
-from pipeline import data
-from pipeline import datasets
-from pipeline import distributed
+from pipeline import data, datasets, distributed
 
 from pipeline.files import atomic_save, load_file
 from pipeline.errors import CheckpointError, DataError

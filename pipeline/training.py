@@ -7,10 +7,9 @@ import random
 import numpy as np
 import torch
 
-from pipeline import distributed
+from pipeline import distributed, settings
 from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import CheckpointError
-from pipeline import settings
 
 
 def lr_at(step, total_steps, base_lr, warmup_steps=0, min_ratio=0.0):

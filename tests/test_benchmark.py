@@ -5,15 +5,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from pipeline import figures
+from pipeline import data, figures, settings
 from PIL import Image
 
 import benchmark
-from pipeline import data
 from models.gpt import GPT
 from models.vqvae import VQVAE
 from pipeline.errors import DataError
-from pipeline import settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -232,8 +232,8 @@ def test_load_prior_rebuilds_a_var_with_identical_outputs(saved_var):
     assert not any(p.requires_grad for p in loaded.tokenizer.parameters())
     tokens, classes = vqvae.encode_sequence(torch.rand(3, 1, 28, 28) * 2 - 1), torch.tensor([3, 10, 7])
     assert torch.equal(loaded(tokens, classes), prior(tokens, classes))
-    a = loaded.sample(classes, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
-    b = prior.sample(classes, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
+    a = loaded.sample(classes, guidance=1.5, generator=torch.Generator().manual_seed(0))
+    b = prior.sample(classes, guidance=1.5, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
 
 
@@ -247,8 +247,8 @@ def test_load_prior_rebuilds_a_diffusion_prior_with_identical_outputs(saved_diff
     tokens[0, :5] = prior.mask_id
     t = torch.tensor([0.3, 0.9])
     assert torch.equal(loaded(tokens, classes, t), prior(tokens, classes, t))
-    a = loaded.sample(classes, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
-    b = prior.sample(classes, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
+    a = loaded.sample(classes, guidance=1.5, generator=torch.Generator().manual_seed(0))
+    b = prior.sample(classes, guidance=1.5, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
 
 

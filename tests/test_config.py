@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import config
-from config import PRIORS
+from config import PRIORS, GPTConfig
 from pipeline.errors import ConfigError
 from pipeline import settings
 from pipeline.settings import build_config, sampling_settings
@@ -195,7 +195,7 @@ def test_diffusion_noise_accepts_both_processes():
 
 def test_each_prior_samples_at_its_own_sections_temperature_and_guidance():
     cfg = build_config("tiny", ["gpt.temperature=1.37", "var.temperature=1.13", "diffusion.temperature=0.83",
-                                "gpt.cfg_scale=2.5", "var.cfg_scale=1.25", "diffusion.cfg_scale=3"])
+                                "gpt.guidance=2.5", "var.guidance=1.25", "diffusion.guidance=3"])
     trained_at = build_config("tiny")  # the copy inside a checkpoint is not what decides
     priors = {kind: type("Prior", (), {"kind": kind, "cfg": getattr(trained_at, kind)})() for kind in PRIORS}
     assert {kind: sampling_settings(cfg, p) for kind, p in priors.items()} == \
@@ -206,7 +206,12 @@ def test_each_prior_samples_at_its_own_sections_temperature_and_guidance():
 
 
 def test_the_moved_global_guidance_field_says_where_it_went():
-    with pytest.raises(ConfigError, match="gpt.cfg_scale") as info:
+    with pytest.raises(ConfigError, match="gpt.guidance") as info:
         build_config("tiny", ["sample.cfg_scale=2"])
     assert len(str(info.value).splitlines()) == 1
+
+
+def test_the_renamed_guidance_field_still_answers_to_its_old_name():
+    assert build_config("tiny", ["gpt.cfg_scale=2.25"]).gpt.guidance == 2.25
+    assert settings.from_dict(GPTConfig, {"cfg_scale": 3.0, "n_layer": 2}).guidance == 3.0  # an older checkpoint
 

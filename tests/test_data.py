@@ -12,10 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import datasets
-from pipeline import fetch
-from pipeline import token_cache
-from pipeline import data
+from pipeline import data, datasets, fetch, token_cache
 from pipeline.errors import DataError
 
 

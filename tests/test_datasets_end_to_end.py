@@ -10,13 +10,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from pipeline import fetch
+from pipeline import fetch, settings
 from PIL import Image
 
 from script_runs import run_in_process, run_together
 from test_data import write_cifar_archive
 from test_end_to_end import assert_one_line_error, grid_size_px, run
-from pipeline import settings
 
 
 def png(path):
@@ -86,7 +85,7 @@ def test_fashion_report_is_its_own_section_beside_the_others(fashion):
     section = text[text.index("<!-- fashion_mnist -->"):text.index("<!-- /fashion_mnist -->")]
     assert "Fashion-MNIST" in section and "GPT (raster)" in section
     gpt = settings.build_config("tiny").gpt  # each prior's quality row says the temperature and guidance it drew at
-    assert f"| **GPT (raster)**, T={gpt.temperature:g}, g={gpt.cfg_scale:g} |" in section
+    assert f"| **GPT (raster)**, T={gpt.temperature:g}, g={gpt.guidance:g} |" in section
     plot = "_writeup_images/fashion_mnist/temperature_sweep.png"
     assert (root / plot).is_file() and f"]({plot})" in section  # beside the report, linked relative to it
 

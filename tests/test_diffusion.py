@@ -136,11 +136,11 @@ def test_each_position_reads_the_logits_of_its_own_codebook():
 
 
 @pytest.mark.parametrize("noise", NOISES)
-def test_cfg_scale_one_equals_plain_sampling(noise):
+def test_guidance_one_equals_plain_sampling(noise):
     model = tiny_diffusion(noise)
     classes = torch.arange(8) % 10
     plain = model.sample(classes, generator=torch.Generator().manual_seed(2))
-    guided = model.sample(classes, cfg_scale=1.0, generator=torch.Generator().manual_seed(2))
+    guided = model.sample(classes, guidance=1.0, generator=torch.Generator().manual_seed(2))
     assert torch.equal(plain, guided)
 
 
@@ -151,11 +151,11 @@ def test_guidance_changes_conditional_draws_but_not_unconditional_ones(noise):
         model.class_emb.weight.mul_(50)
     classes = torch.arange(8)
     plain = model.sample(classes, top_k=1, generator=torch.Generator().manual_seed(0))
-    guided = model.sample(classes, top_k=1, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    guided = model.sample(classes, top_k=1, guidance=3.0, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(plain, guided)
     uncond = torch.full((8,), model.no_class)
     assert torch.equal(model.sample(uncond, generator=torch.Generator().manual_seed(4)),
-                       model.sample(uncond, cfg_scale=3.0, generator=torch.Generator().manual_seed(4)))
+                       model.sample(uncond, guidance=3.0, generator=torch.Generator().manual_seed(4)))
 
 
 @pytest.mark.parametrize("noise", NOISES)
@@ -165,11 +165,11 @@ def test_progressive_guidance_rises_over_the_reverse_steps(noise, monkeypatch):
     original = diffusion_module.guide
     monkeypatch.setattr(diffusion_module, "guide", lambda logits, s: scales.append(s) or original(logits, s))
     model = tiny_diffusion(noise)
-    model.sample(torch.arange(4), cfg_scale=3.0, steps=5, generator=torch.Generator().manual_seed(0))
+    model.sample(torch.arange(4), guidance=3.0, steps=5, generator=torch.Generator().manual_seed(0))
     assert scales == [1.0, 1.5, 2.0, 2.5, 3.0]  # plain conditional first, the full scale at the last step
     scales.clear()
     model.progressive_guidance = False
-    model.sample(torch.arange(4), cfg_scale=3.0, steps=5, generator=torch.Generator().manual_seed(0))
+    model.sample(torch.arange(4), guidance=3.0, steps=5, generator=torch.Generator().manual_seed(0))
     assert scales == [3.0] * 5
 
 

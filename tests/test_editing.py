@@ -5,15 +5,13 @@ import math
 import pytest
 import torch
 
-from pipeline import sampling
-from pipeline import data
+from pipeline import data, sampling, settings
 
 from models.diffusion import DiscreteDiffusion
 from models.gpt import GPT
 from models.var import VAR
 from models.vqvae import VQVAE
 from pipeline.errors import CheckpointError
-from pipeline import settings
 
 CPU = torch.device("cpu")
 N_IMAGES, SAMPLES = 3, 2
@@ -63,7 +61,7 @@ def record_sample(monkeypatch, prior):
 def run_edit(prior, vqvae, digits, edit, seed=0):
     images, labels = digits
     return sampling.edit_images(prior, vqvae, images, labels, edit, CPU, None, SAMPLES, temperature=1.0, top_k=0,
-                                 cfg_scale=1.5, seed=seed)
+                                 guidance=1.5, seed=seed)
 
 
 def check_grid(grid, columns, vqvae, digits, edit):
@@ -257,7 +255,7 @@ def test_sample_with_keep_mask_keeps_the_real_tokens(kind, single_scale, multi_s
     real = vqvae.encode_sequence(data.to_model_range(images))
     for edit in sampling.EDITS:
         keep = sampling.keep_mask(vqvae, edit).expand_as(real)
-        tokens = prior.sample(labels, cfg_scale=2.0, generator=torch.Generator().manual_seed(0), known_BL=real,
+        tokens = prior.sample(labels, guidance=2.0, generator=torch.Generator().manual_seed(0), known_BL=real,
                               known_mask_BL=keep)
         assert torch.equal(tokens[keep], real[keep])
         assert tokens.min() >= 0 and tokens.max() < vqvae.cfg.codebook_size
@@ -278,9 +276,9 @@ def test_draw_images_with_each_prior(kind, single_scale, multi_scale):
     prior, vqvae = tiny_prior(kind, single_scale, multi_scale)
     classes = torch.arange(7) % 10
     steps = 3 if prior.sampling_steps else None  # steps given to a prior without them is an error
-    images = sampling.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=steps)
+    images = sampling.draw_images(prior, vqvae, classes, CPU, None, guidance=1.5, batch_size=4, seed=0, steps=steps)
     assert images.shape == (7, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
-    again = sampling.draw_images(prior, vqvae, classes, CPU, None, cfg_scale=1.5, batch_size=4, seed=0, steps=steps,
+    again = sampling.draw_images(prior, vqvae, classes, CPU, None, guidance=1.5, batch_size=4, seed=0, steps=steps,
                                   use_cache=False)
     assert torch.equal(images, again)  # same seed; VAR with and without its KV cache, diffusion ignores the flag
     assert math.isfinite(images.sum().item())

@@ -9,9 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import datasets
-from pipeline import fetch
-from pipeline import sampling
+from pipeline import datasets, fetch, sampling
 from pipeline.errors import DataError
 
 
@@ -78,7 +76,7 @@ def test_the_emoji_folder_is_made_from_both_vendors_and_renamed_into_place(tmp_p
 
 
 def test_the_emoji_entry_names_its_nine_categories():
-    spec = datasets.dataset("emoji")
+    spec = datasets.entry("emoji")
     assert spec.image_shape == (3, 32, 32) and spec.num_classes == 9
     assert spec.class_names == tuple(sorted(spec.class_names)) and "Component" not in spec.class_names
 

@@ -14,8 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import data
-from pipeline import sampling
+from pipeline import data, sampling
 from pipeline.checkpoint import load_pair
 from script_runs import EDIT_IMAGES, EDIT_SAMPLES, assert_one_line_error, run, run_in_process
 from script_runs import ENV, REPO  # noqa: F401  (other test modules import these, and run, from here)

@@ -14,15 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import metrics
+from pipeline import data, metrics, settings
 import config
-from pipeline import data
 import evaluate
 from pipeline.files import atomic_save
 from models.classifier import FEATURE_DIM, Classifier
 from models.vqvae import VQVAE
-from pipeline.errors import DataError
-from pipeline import settings
+from pipeline.errors import DataError, SampleFileError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_ROOT = os.path.join(REPO, "data")
@@ -237,7 +235,7 @@ def test_read_samples_rejects_malformed_files_with_one_line(tmp_path, case):
         content(path)
     elif content is not None:
         np.savez(path, **content)
-    with pytest.raises(evaluate.SampleFileError) as info:
+    with pytest.raises(SampleFileError) as info:
         evaluate.read_samples(str(path))
     message = str(info.value)
     assert "\n" not in message and str(path) in message, message
@@ -249,7 +247,7 @@ def test_read_samples_rejects_malformed_files_with_one_line(tmp_path, case):
 def test_read_samples_rejects_too_few_samples_to_score(tmp_path):
     path = tmp_path / "three.npz"
     np.savez(path, **valid_arrays(3))
-    with pytest.raises(evaluate.SampleFileError):
+    with pytest.raises(SampleFileError):
         evaluate.read_samples(str(path))
 
 

@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import sampling
+from pipeline import sampling, settings
 import evaluate
 import generator
 from pipeline.files import atomic_save
 from models.classifier import Classifier
 from script_runs import assert_one_line_error, dirs_of, finish, run_in_process, start
-from pipeline.errors import ConfigError, WriteError
-from pipeline import settings
+from pipeline.errors import ConfigError, SampleFileError, WriteError
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +208,7 @@ def test_evaluate_refuses_labels_outside_the_classes(tmp_path, bad):
 def test_read_samples_takes_the_dataset_class_count(tmp_path):
     path = write_npz(tmp_path / "s.npz", [-1, 0, 1, 2, 3, 4])
     assert evaluate.read_samples(path, (1, 28, 28), num_classes=5)[1].tolist() == [-1, 0, 1, 2, 3, 4]
-    with pytest.raises(evaluate.SampleFileError, match=r"0\.\.3 \(found 4, in 1 of 6"):
+    with pytest.raises(SampleFileError, match=r"0\.\.3 \(found 4, in 1 of 6"):
         evaluate.read_samples(path, (1, 28, 28), num_classes=4)
 
 
@@ -231,8 +230,8 @@ def test_read_samples_takes_the_dataset_class_count(tmp_path):
     ("seed=4294967296", "seed"),
     ("gpt.temperature=inf", "gpt.temperature"),
     ("var.temperature=nan", "var.temperature"),
-    ("gpt.cfg_scale=inf", "gpt.cfg_scale"),
-    ("diffusion.cfg_scale=0", "diffusion.cfg_scale"),
+    ("gpt.guidance=inf", "gpt.guidance"),
+    ("diffusion.guidance=0", "diffusion.guidance"),
     ("sample.temperatures=(0.5,nan)", "sample.temperatures"),
 ])
 def test_config_refuses_values_that_would_crash_or_misbehave(override, fragment):

@@ -167,11 +167,11 @@ def test_prefix_completion_with_and_without_cache_agree():
     assert torch.equal(a, b)
 
 
-def test_cfg_scale_one_equals_plain_sampling():
+def test_guidance_one_equals_plain_sampling():
     model = tiny_gpt((2, 2, 2))
     classes = torch.arange(8) % 10
     plain = model.sample(classes, generator=torch.Generator().manual_seed(2))
-    guided = model.sample(classes, cfg_scale=1.0, generator=torch.Generator().manual_seed(2))
+    guided = model.sample(classes, guidance=1.0, generator=torch.Generator().manual_seed(2))
     assert torch.equal(plain, guided)
 
 
@@ -179,7 +179,7 @@ def test_guidance_is_skipped_for_unconditional_draws():
     model = tiny_gpt((2, 2, 2))
     classes = torch.full((8,), model.no_class)
     plain = model.sample(classes, generator=torch.Generator().manual_seed(4))
-    guided = model.sample(classes, cfg_scale=3.0, generator=torch.Generator().manual_seed(4))
+    guided = model.sample(classes, guidance=3.0, generator=torch.Generator().manual_seed(4))
     assert torch.equal(plain, guided)  # uncond + s * (uncond - uncond) is the unconditional draw itself
 
 
@@ -204,7 +204,7 @@ def test_guided_greedy_sampling_follows_uncond_plus_scale_times_difference():
     with torch.no_grad():  # make class information strong so that guidance matters
         model.class_emb.weight.mul_(50)
     classes, scale = torch.arange(4), 3.0
-    tokens = model.sample(classes, top_k=1, cfg_scale=scale, generator=torch.Generator().manual_seed(0))
+    tokens = model.sample(classes, top_k=1, guidance=scale, generator=torch.Generator().manual_seed(0))
     cond = model(tokens, classes)
     uncond = model(tokens, torch.full_like(classes, model.no_class))
     assert torch.equal(tokens, (uncond + scale * (cond - uncond)).argmax(-1))

@@ -6,13 +6,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from pipeline import metrics
+from pipeline import metrics, settings
 from PIL import Image
 
 
 from pipeline.image_files import read_images
 from pipeline.errors import CheckpointError, SampleFileError
-from pipeline import settings
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 

@@ -7,11 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import data
-from pipeline import datasets
-from pipeline import image_folder
+from pipeline import data, datasets, image_folder, settings
 from pipeline.errors import ConfigError, DataError
-from pipeline import settings
 
 
 def save(path, array, mode=None, **options):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipeline import sampling
+from pipeline import checks, sampling, settings
 import config
 import generator
 import transformer_train
@@ -18,7 +18,6 @@ from pipeline.files import atomic_save
 from models import prior as prior_module
 from models.prior import Prior, filtered_probs, prior_class, registered
 from models.vqvae import VQVAE
-from pipeline import checks, settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +39,7 @@ class PositionUnigram(Prior):
     def forward_passes(self, steps=None):
         return 1
 
-    def _sample(self, class_B, temperature, top_k, cfg_scale, generator):
+    def _sample(self, class_B, temperature, top_k, guidance, generator):
         probs_LV = filtered_probs(self.logits_LV.float(), temperature, top_k)
         draws = torch.multinomial(probs_LV.repeat(len(class_B), 1), 1, generator=generator)
         return draws.view(len(class_B), self.L)
@@ -131,15 +130,15 @@ def test_samples_are_codes_of_the_tokenizers_sequence_length(prior_and_tokenizer
 def test_sampling_with_and_without_the_kv_cache_agrees(prior_and_tokenizer):
     prior, _ = prior_and_tokenizer
     classes = torch.tensor([0, 3, 7, 10])
-    a = prior.sample(classes, cfg_scale=2.0, generator=seeded(4), use_cache=True)
-    b = prior.sample(classes, cfg_scale=2.0, generator=seeded(4), use_cache=False)
+    a = prior.sample(classes, guidance=2.0, generator=seeded(4), use_cache=True)
+    b = prior.sample(classes, guidance=2.0, generator=seeded(4), use_cache=False)
     assert torch.equal(a, b)  # a prior without a cache ignores the flag: there is only one path
 
 
 def test_guidance_one_is_conditional_sampling(prior_and_tokenizer):
     prior, _ = prior_and_tokenizer
     classes = torch.arange(6) % 10
-    assert torch.equal(prior.sample(classes, generator=seeded(2)), prior.sample(classes, cfg_scale=1.0,
+    assert torch.equal(prior.sample(classes, generator=seeded(2)), prior.sample(classes, guidance=1.0,
                                                                                 generator=seeded(2)))
 
 
@@ -153,8 +152,8 @@ def test_save_and_load_round_trip(prior_and_tokenizer, tmp_path):
     tokens, classes = real_tokens(prior, vqvae)
     assert torch.equal(loaded.loss(tokens, classes), prior.loss(tokens, classes)) or not prior.exact_likelihood
     classes = torch.arange(4)
-    assert torch.equal(loaded.sample(classes, cfg_scale=1.5, generator=seeded(0)),
-                       prior.sample(classes, cfg_scale=1.5, generator=seeded(0)))
+    assert torch.equal(loaded.sample(classes, guidance=1.5, generator=seeded(0)),
+                       prior.sample(classes, guidance=1.5, generator=seeded(0)))
 
 
 def test_every_edit_a_prior_claims_keeps_the_known_tokens(prior_and_tokenizer):
@@ -162,7 +161,7 @@ def test_every_edit_a_prior_claims_keeps_the_known_tokens(prior_and_tokenizer):
     known, classes = real_tokens(prior, vqvae)
     for edit in prior.edits:
         keep = sampling.keep_mask(vqvae, edit).expand_as(known)
-        tokens = prior.sample(classes, cfg_scale=1.5, generator=seeded(0), known_BL=known, known_mask_BL=keep)
+        tokens = prior.sample(classes, guidance=1.5, generator=seeded(0), known_BL=known, known_mask_BL=keep)
         assert torch.equal(tokens[keep], known[keep]), edit
         assert tokens.shape == known.shape
 

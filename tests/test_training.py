@@ -4,12 +4,11 @@ import math
 import pytest
 import torch
 
-from pipeline import training
+from pipeline import settings, training
 
 from pipeline.files import atomic_save
 from pipeline.errors import CheckpointError, Diverged
 from pipeline.training_run import TrainingRun
-from pipeline import settings
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():
@@ -129,9 +128,9 @@ def test_the_tokenizer_trains_in_float32_on_a_cpu_unless_asked(monkeypatch):
 
 
 def test_resume_does_not_compare_the_sampling_settings():
-    a, b = settings.build_config("tiny"), settings.build_config("tiny", ["gpt.temperature=0.7", "gpt.cfg_scale=3"])
+    a, b = settings.build_config("tiny"), settings.build_config("tiny", ["gpt.temperature=0.7", "gpt.guidance=3"])
     assert training.run_config(a, "gpt", "gpt_train") == training.run_config(b, "gpt", "gpt_train")
     # as in checkpoints from before they existed
-    assert {"temperature", "cfg_scale"}.isdisjoint(training.run_config(a, "gpt")["gpt"])
+    assert {"temperature", "guidance"}.isdisjoint(training.run_config(a, "gpt")["gpt"])
     c = settings.build_config("tiny", ["gpt.d_model=64", "gpt.n_head=2"])
     assert training.run_config(a, "gpt") != training.run_config(c, "gpt")

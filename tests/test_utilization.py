@@ -6,12 +6,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from pipeline import utilization
+from pipeline import settings, utilization
 from pipeline.checkpoint import build_prior
 from models.transformer import block_flops
 from models.vqvae import VQVAE, conv_flops
 from test_end_to_end import run
-from pipeline import settings
 
 
 def cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs):

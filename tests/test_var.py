@@ -6,11 +6,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import config
-from pipeline import data
+from pipeline import data, settings
 import models.var as var_module
 from models.var import VAR
 from models.vqvae import VQVAE
-from pipeline import settings
 
 V = 8  # codebook size of the stand-alone VARs below
 
@@ -205,13 +204,13 @@ def test_loss_is_cross_entropy_of_the_teacher_forced_logits():
 
 # --- VAR: sampling -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
 @pytest.mark.parametrize("scales", [(1, 2, 3), (1, 2, 3, 4), (2, 3, 4), (1, 2, 3, 4, 5, 7)])
-def test_kv_cache_sampling_equals_recomputing_every_scale(scales, cfg_scale):
+def test_kv_cache_sampling_equals_recomputing_every_scale(scales, guidance):
     model = make_var(scales)
     classes = torch.tensor([0, 3, 7, 10, 9, 1])  # one "no class" in the batch
-    a = model.sample(classes, cfg_scale=cfg_scale, generator=seeded(5), use_cache=True)
-    b = model.sample(classes, cfg_scale=cfg_scale, generator=seeded(5), use_cache=False)
+    a = model.sample(classes, guidance=guidance, generator=seeded(5), use_cache=True)
+    b = model.sample(classes, guidance=guidance, generator=seeded(5), use_cache=False)
     assert a.shape == (6, model.L) and a.dtype == torch.long
     assert a.min() >= 0 and a.max() < V
     assert torch.equal(a, b)
@@ -231,18 +230,18 @@ def record_sampling_logits(monkeypatch):
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-@pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
-def test_sampling_logits_equal_the_teacher_forced_logits_of_the_drawn_tokens(monkeypatch, use_cache, cfg_scale):
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_sampling_logits_equal_the_teacher_forced_logits_of_the_drawn_tokens(monkeypatch, use_cache, guidance):
     model = make_var((1, 2, 3, 4))
     classes = torch.tensor([2, 5, 8])
     seen = record_sampling_logits(monkeypatch)
-    tokens = model.sample(classes, cfg_scale=cfg_scale, generator=seeded(0), use_cache=use_cache)
+    tokens = model.sample(classes, guidance=guidance, generator=seeded(0), use_cache=use_cache)
     assert len(seen) == 4  # one forward step per scale
     cond = model(tokens, classes)
     uncond = model(tokens, torch.full_like(classes, model.no_class))
     for k, (sl, logits) in enumerate(zip(scale_slices(model.scales), seen)):
         n = sl.stop - sl.start
-        scale = 1 + (cfg_scale - 1) * k / 3  # progressive guidance: 1 at the first scale, cfg_scale at the last
+        scale = 1 + (guidance - 1) * k / 3  # progressive guidance: 1 at the first scale, guidance at the last
         expected = uncond[:, sl] + scale * (cond[:, sl] - uncond[:, sl])
         assert torch.allclose(logits.view(3, n, V), expected, atol=1e-4), f"scale {k}"
 
@@ -255,17 +254,17 @@ def test_progressive_guidance_rises_from_plain_conditional_to_the_full_scale():
     assert {model.guidance_at(k, 3.0) for k in range(5)} == {3.0}
 
 
-def test_cfg_scale_one_is_plain_conditional_sampling(monkeypatch):
+def test_guidance_one_is_plain_conditional_sampling(monkeypatch):
     model = make_var((1, 2, 3))
     classes = torch.arange(8) % 10
     batches = []
     run = model._run
     monkeypatch.setattr(model, "_run", lambda x, *a, **k: batches.append(x.shape[0]) or run(x, *a, **k))
     plain = model.sample(classes, generator=seeded(2))
-    scale_one = model.sample(classes, cfg_scale=1.0, generator=seeded(2))
+    scale_one = model.sample(classes, guidance=1.0, generator=seeded(2))
     assert torch.equal(plain, scale_one)
     assert set(batches) == {8}  # no unconditional copy in the batch
-    greedy = model.sample(classes, top_k=1, cfg_scale=1.0, generator=seeded(2))
+    greedy = model.sample(classes, top_k=1, guidance=1.0, generator=seeded(2))
     assert torch.equal(greedy, model(greedy, classes).argmax(-1))  # the conditional logits, not the unconditional
 
 
@@ -276,11 +275,11 @@ def test_all_no_class_batches_skip_guidance(monkeypatch):
     run = model._run
     monkeypatch.setattr(model, "_run", lambda x, *a, **k: batches.append(x.shape[0]) or run(x, *a, **k))
     plain = model.sample(classes, generator=seeded(4))
-    guided = model.sample(classes, cfg_scale=3.0, generator=seeded(4))
+    guided = model.sample(classes, guidance=3.0, generator=seeded(4))
     assert torch.equal(plain, guided)
     assert set(batches) == {6}
     batches.clear()
-    model.sample(torch.tensor([1, 2, 10]), cfg_scale=3.0, generator=seeded(4))  # one real class: guided
+    model.sample(torch.tensor([1, 2, 10]), guidance=3.0, generator=seeded(4))  # one real class: guided
     assert set(batches) == {6}  # conditional and unconditional copies of 3 samples
 
 
@@ -289,7 +288,7 @@ def test_guided_greedy_sampling_follows_uncond_plus_scale_times_difference():
     with torch.no_grad():  # strong class information, so that guidance matters
         model.class_emb.weight.mul_(20)
     classes, scale = torch.arange(6), 3.0
-    tokens = model.sample(classes, top_k=1, cfg_scale=scale, generator=seeded(0))
+    tokens = model.sample(classes, top_k=1, guidance=scale, generator=seeded(0))
     cond = model(tokens, classes)
     uncond = model(tokens, torch.full_like(classes, model.no_class))
     # progressive guidance: scale k of K guided by 1 + (scale - 1) * k / (K - 1)
@@ -319,11 +318,11 @@ def editing_batch(model, B=6, seed=3):
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-@pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
-def test_editing_keeps_every_known_token_at_every_scale(use_cache, cfg_scale):
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_editing_keeps_every_known_token_at_every_scale(use_cache, guidance):
     model = make_var((1, 2, 3, 4))
     known, keep, classes = editing_batch(model)
-    out = model.sample(classes, cfg_scale=cfg_scale, generator=seeded(0), use_cache=use_cache,
+    out = model.sample(classes, guidance=guidance, generator=seeded(0), use_cache=use_cache,
                        known_BL=known, known_mask_BL=keep)
     assert out.shape == known.shape
     for sl in scale_slices(model.scales):
