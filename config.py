@@ -31,6 +31,11 @@ class VQVAEConfig:
     grid_size: int = 4              # H = W of the token grid; one of reachable_grid_sizes()
     num_codebooks: int = 1          # K: the latent's channels are split into K chunks, one codebook each
     codebook_size: int = 256        # V: codes per codebook
+    # vq: K EMA codebooks, one per chunk of channels | rvq: K EMA codebooks, each quantizing what the ones before it
+    # left of the same vector (residual VQ) | fsq: finite scalar quantization, no codebook (models/fsq.py)
+    quantizer: str = "vq"
+    fsq_levels: tuple = (8, 5, 5, 5)  # fsq: the levels of each channel of a token; V is their product (pipeline/
+                                      # settings.py sets codebook_size and code_dim from them)
     code_dim: int = 16              # channels per chunk (so the latent has K * code_dim channels)
     channels: tuple = (16, 32, 64)  # encoder width at full size, half size, and quarter size and below (decoder
                                     # mirrors): 28x28, 14x14, 7x7... for MNIST

@@ -30,6 +30,7 @@ class MultiCodebookQuantizer(nn.Module):
     def __init__(self, num_codebooks, codebook_size, code_dim, ema_decay=0.99, dead_code_threshold=1.0, eps=1e-5):
         super().__init__()
         self.K, self.V, self.D = num_codebooks, codebook_size, code_dim
+        self.latent_channels = num_codebooks * code_dim
         self.decay, self.dead_threshold, self.eps = ema_decay, dead_code_threshold, eps
         self.register_buffer("codebook_KVD", torch.randn(num_codebooks, codebook_size, code_dim))
         self.register_buffer("ema_count_KV", torch.ones(num_codebooks, codebook_size))

@@ -4,8 +4,9 @@ The image size and channels come from the dataset (cfg.image_size, cfg.image_cha
 follows from the grid size alone (28 -> 14 -> 7 -> 4 -> 2 -> 1, 32 -> 16 -> 8 -> 4 -> 2 -> 1), so every reachable
 grid needs no code change. The decoder mirrors the encoder, upsampling to the exact sizes the encoder went through.
 
-Two quantizers, chosen by config: K parallel codebooks (the default; tokens idx_BHWK), or VAR's multi-scale residual
-quantizer (`vqvae.scales` set; tokens: a list of index maps idx_Bss, coarse to fine). Either way the priors see a
+The quantizer is chosen by config (`vqvae.quantizer`, the QUANTIZERS registry below): K parallel EMA codebooks (vq,
+the default), residual VQ (rvq) or finite scalar quantization (fsq), each giving K tokens per position, idx_BHWK; or
+VAR's multi-scale residual quantizer (`vqvae.scales` set; tokens: a list of index maps idx_Bss, coarse to fine). Either way the priors see a
 flat token sequence tokens_BL (`to_sequence` / `from_sequence`): raster order with codebooks innermost, or the
 scales one after the other, each in raster order.
 """
@@ -14,7 +15,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.discriminator import adaptive_weight, generator_loss
+from models.fsq import FiniteScalarQuantizer
 from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer, split_scales
+from models.residual_vq import ResidualQuantizer
+
+# vqvae.quantizer -> (the quantizer of a VQVAEConfig, the latent channels it reads). Each produces idx_BHWK with K =
+# num_codebooks tokens per position from V = codebook_size codes, and decodes them through its own `lookup`.
+QUANTIZERS = {
+    "vq": (lambda c: MultiCodebookQuantizer(c.num_codebooks, c.codebook_size, c.code_dim, c.ema_decay,
+                                            c.dead_code_threshold),
+           lambda c: c.num_codebooks * c.code_dim),
+    "rvq": (lambda c: ResidualQuantizer(c.num_codebooks, c.codebook_size, c.code_dim, c.ema_decay,
+                                        c.dead_code_threshold),
+            lambda c: c.code_dim),
+    "fsq": (lambda c: FiniteScalarQuantizer(c.num_codebooks, c.fsq_levels), lambda c: c.num_codebooks * len(c.fsq_levels)),
+}
 
 DECODE_CHUNK = 128  # images the decoder takes at a time when decoding tokens (VQVAE.decode)
 
@@ -129,21 +144,25 @@ class VQVAE(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        latent_channels = cfg.num_codebooks * cfg.code_dim
+        latent_channels = self.latent_channels
         sizes = down_sizes(cfg.image_size, cfg.grid_size)
         self.encoder = Encoder(cfg.image_channels, sizes, cfg.channels, cfg.num_res_blocks, latent_channels)
         if self.multiscale:
             self.quantizer = MultiScaleResidualQuantizer(cfg.scales, cfg.codebook_size, cfg.code_dim, cfg.phi_ratio,
                                                          cfg.ema_decay, cfg.dead_code_threshold, cfg.commitment_weight)
         else:
-            self.quantizer = MultiCodebookQuantizer(cfg.num_codebooks, cfg.codebook_size, cfg.code_dim,
-                                                    cfg.ema_decay, cfg.dead_code_threshold)
+            self.quantizer = QUANTIZERS[cfg.quantizer][0](cfg)
         self.decoder = Decoder(cfg.image_channels, sizes, cfg.decoder_channels or cfg.channels, cfg.num_res_blocks,
                                latent_channels)
 
     @property
     def multiscale(self):
         return len(self.cfg.scales) > 0
+
+    @property
+    def latent_channels(self):
+        """Channels of the encoder's output: what the quantizer reads (multi-scale: one code vector)."""
+        return self.cfg.code_dim if self.multiscale else QUANTIZERS[self.cfg.quantizer][1](self.cfg)
 
     @property
     def grid_shape(self):
@@ -162,7 +181,7 @@ class VQVAE(nn.Module):
         quantizer's distance computations and the multi-scale phi convs are left out)."""
         c = self.cfg
         image_BCHW = torch.zeros(1, c.image_channels, c.image_size, c.image_size, device=next(self.parameters()).device)
-        latent_BCHW = torch.zeros(1, c.num_codebooks * c.code_dim, c.grid_size, c.grid_size, device=image_BCHW.device)
+        latent_BCHW = torch.zeros(1, self.latent_channels, c.grid_size, c.grid_size, device=image_BCHW.device)
         return {"encoder": conv_flops(self.encoder, image_BCHW), "decoder": conv_flops(self.decoder, latent_BCHW)}
 
     def token_info(self):

@@ -3,7 +3,7 @@
 import math
 
 from config import prior_sections
-from models.vqvae import reachable_grid_sizes
+from models.vqvae import QUANTIZERS, reachable_grid_sizes
 from pipeline.errors import ConfigError
 
 FOLDER_IMAGE_SIZES = range(16, 129, 4)  # data.image_size: a multiple of 4 from 16 to 128 (the classifier pools twice)
@@ -34,6 +34,11 @@ def tokenizer_checks(cfg):
         (v.grid_size in grids, f"vqvae.grid_size={v.grid_size} cannot be reached from {v.image_size}x{v.image_size}; "
                                f"choose one of {grids}"),
         (v.num_codebooks >= 1, f"vqvae.num_codebooks must be at least 1 (got {v.num_codebooks})"),
+        (v.quantizer in QUANTIZERS, f"vqvae.quantizer must be one of {', '.join(QUANTIZERS)} (got {v.quantizer!r})"),
+        (not v.scales or v.quantizer == "vq", "the multi-scale tokenizer (vqvae.scales) has its own quantizer; "
+                                              "set vqvae.quantizer=vq"),
+        (len(v.fsq_levels) >= 1 and min(v.fsq_levels) >= 3,
+         f"vqvae.fsq_levels needs levels of at least 3 each, e.g. (8,5,5,5) (got {v.fsq_levels})"),
         (scales_ok, f"vqvae.scales={v.scales} must increase and end at vqvae.grid_size={v.grid_size}, e.g. (1,2,3,4)"),
         (not v.scales or v.num_codebooks == 1, "the multi-scale tokenizer (vqvae.scales) uses one shared codebook; "
                                                "set vqvae.num_codebooks=1"),

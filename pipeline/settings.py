@@ -2,6 +2,7 @@
 dataset, then validation (checks.py). Also the two directions between config sections and the plain dicts a
 checkpoint stores, and the sampling settings a prior draws at."""
 import dataclasses
+import math
 import os
 
 from config import PRESETS, Config, DataConfig, PriorConfig, prior_sections
@@ -105,6 +106,19 @@ def follow_dataset(cfg, assignments=()):
     return cfg
 
 
+def follow_quantizer(cfg, assignments=()):
+    """FSQ has no codebook: its vocabulary is the product of its levels and each token reads one channel per level, so
+    vqvae.codebook_size and vqvae.code_dim follow vqvae.fsq_levels."""
+    if cfg.vqvae.quantizer != "fsq":
+        return cfg
+    for name in ("vqvae.codebook_size", "vqvae.code_dim"):
+        if any(a.split("=", 1)[0].strip() == name for a in assignments):
+            raise ConfigError(f"{name} follows vqvae.fsq_levels with vqvae.quantizer=fsq; set the levels instead, "
+                              f"e.g. vqvae.fsq_levels=(8,5,5,5) for 1000 codes")
+    cfg.vqvae.codebook_size, cfg.vqvae.code_dim = math.prod(cfg.vqvae.fsq_levels), len(cfg.vqvae.fsq_levels)
+    return cfg
+
+
 def build_config(preset="mnist", overrides=(), seed=None, device=None):
     """Defaults -> preset -> --set overrides -> explicit flags -> the dataset's fields, then validation."""
     if preset not in PRESETS:
@@ -116,7 +130,7 @@ def build_config(preset="mnist", overrides=(), seed=None, device=None):
         cfg.seed = seed
     if device is not None:
         cfg.device = device
-    return validate(follow_dataset(cfg, overrides))
+    return validate(follow_quantizer(follow_dataset(cfg, overrides), overrides))
 
 
 def to_dict(section):

@@ -1,5 +1,6 @@
 """What both training stages share below the run skeleton (training_run.py): the learning-rate schedule, resuming,
 RNG states, and run bookkeeping. (Their PNGs and curves are drawn by figures.py.)"""
+import dataclasses
 import math
 import os
 import random
@@ -7,6 +8,7 @@ import random
 import numpy as np
 import torch
 
+from config import Config
 from pipeline import distributed, settings
 from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import CheckpointError
@@ -37,7 +39,7 @@ def resume_state(path, kind, run_config, train_section):
     differ is `<train_section>.epochs`, upwards: that extends a run (see schedule_note). Returns None when the run
     has already finished its epochs (nothing to do)."""
     ckpt = load_checkpoint(path, kind, hint="; nothing to resume, drop --resume")
-    saved = ckpt.get("run_config", {})
+    saved = with_new_fields(ckpt.get("run_config", {}))
     epochs_now = run_config[train_section]["epochs"]
     comparable = {**saved, train_section: {**saved.get(train_section, {}), "epochs": epochs_now}} if saved else saved
     if comparable != run_config:
@@ -59,6 +61,15 @@ def resume_state(path, kind, run_config, train_section):
               f"over {epochs_now} epochs from here (close to, not the same as, a {epochs_now}-epoch run from the "
               f"start)")
     return ckpt
+
+
+def with_new_fields(saved):
+    """A saved run config with the fields added to config.py since it was saved, at their defaults: an older
+    checkpoint was trained as the default of a field it does not know."""
+    defaults = Config()
+    filled = run_config(defaults, *[name for name, values in saved.items()
+                                    if isinstance(values, dict) and dataclasses.is_dataclass(getattr(defaults, name, None))])
+    return {name: {**filled[name], **values} if name in filled else values for name, values in saved.items()}
 
 
 def rng_state():
