@@ -28,7 +28,8 @@ QUANTIZERS = {
     "rvq": (lambda c: ResidualQuantizer(c.num_codebooks, c.codebook_size, c.code_dim, c.ema_decay,
                                         c.dead_code_threshold),
             lambda c: c.code_dim),
-    "fsq": (lambda c: FiniteScalarQuantizer(c.num_codebooks, c.fsq_levels), lambda c: c.num_codebooks * len(c.fsq_levels)),
+    "fsq": (lambda c: FiniteScalarQuantizer(c.num_codebooks, c.fsq_levels),
+            lambda c: c.num_codebooks * len(c.fsq_levels)),
 }
 
 DECODE_CHUNK = 128  # images the decoder takes at a time when decoding tokens (VQVAE.decode)

@@ -152,7 +152,8 @@ def train_classifier(cfg, path, batch_size=128):
 # The evaluator's weights ship with the repo for the datasets below, with their SHA-256: every machine then scores
 # with the same feature network, as every paper's FID uses the same Inception weights, and figures compare across
 # machines. `--train-classifier` rebuilds one in the checkpoint folder (RESULTS.md says how close a rebuild comes).
-EVALUATOR_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "evaluator")  # beside pipeline/
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder above pipeline/
+EVALUATOR_DIR = os.path.join(REPO, "evaluator")
 SHIPPED_SHA256 = {
     "mnist": "7e3abb5339fb6878f5845b8da4d8fc8f9c41940c31ea540ce92750c4c2667093",
     "fashion_mnist": "6f7d415a6291016c8c900ce1e5f52c244ce85fc5a7564c176b8dec97058d4110",

@@ -67,8 +67,9 @@ def with_new_fields(saved):
     """A saved run config with the fields added to config.py since it was saved, at their defaults: an older
     checkpoint was trained as the default of a field it does not know."""
     defaults = Config()
-    filled = run_config(defaults, *[name for name, values in saved.items()
-                                    if isinstance(values, dict) and dataclasses.is_dataclass(getattr(defaults, name, None))])
+    sections = [name for name, values in saved.items()
+                if isinstance(values, dict) and dataclasses.is_dataclass(getattr(defaults, name, None))]
+    filled = run_config(defaults, *sections)
     return {name: {**filled[name], **values} if name in filled else values for name, values in saved.items()}
 
 

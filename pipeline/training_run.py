@@ -122,7 +122,8 @@ class TrainingRun:
         return training.epoch_generator(self.cfg.seed, epoch)
 
     def set_lr(self, warmup_steps=0, min_ratio=0.0):
-        training.set_lr(self.optimizer, training.lr_at(self.step, self.total_steps, self.tc.lr, warmup_steps, min_ratio))
+        lr = training.lr_at(self.step, self.total_steps, self.tc.lr, warmup_steps, min_ratio)
+        training.set_lr(self.optimizer, lr)
 
     def loss_value(self, loss, epoch):
         """The loss as a number, the same on every process; stops at the first non-finite one (Diverged) before it
