@@ -64,6 +64,11 @@ def apply_override(cfg, assignment):
         raise ConfigError(f"{path}: {e}") from None
 
 
+def assigned_fields(assignments):
+    """The 'section.field' names that 'section.field=value' assignments set."""
+    return [a.split("=", 1)[0].strip() for a in assignments]
+
+
 def folder_grid_size(image_size):
     """The token grid of a folder of images unless vqvae.grid_size is set: about a token per 4x4 pixels, at most
     8x8 tokens (28 -> 7x7, 32 -> 8x8, 64 -> 8x8 with a token per 8x8 pixels): more tokens would make the prior's
@@ -77,8 +82,7 @@ def follow_dataset(cfg, assignments=()):
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset data.dataset={cfg.data.dataset!r}; choose one of {', '.join(DATASETS)}")
     if cfg.data.dataset != "folder":
-        given = [a.split("=", 1)[0].strip() for a in assignments]
-        stray = [name for name in FOLDER_ONLY if name in given]
+        stray = [name for name in FOLDER_ONLY if name in assigned_fields(assignments)]
         if stray:
             raise ConfigError(f"{stray[0]} is read only with data.dataset=folder (data.dataset={cfg.data.dataset} "
                               f"has its own images)")
@@ -87,13 +91,12 @@ def follow_dataset(cfg, assignments=()):
     except DataError as e:
         raise ConfigError(str(e)) from None
     following = {"vqvae.image_size", "vqvae.image_channels", *(f"{p}.num_classes" for p in prior_sections(cfg))}
-    for assignment in assignments:
-        name = assignment.split("=", 1)[0].strip()
+    for name in assigned_fields(assignments):
         if name in following:
             raise ConfigError(f"{name} follows the dataset ({spec.name}: {spec.channels}x{spec.image_size}x"
                               f"{spec.image_size}, {spec.num_classes} classes); choose data.dataset instead")
     cfg.vqvae.image_size, cfg.vqvae.image_channels = spec.image_size, spec.channels
-    grid_given = any(a.split("=", 1)[0].strip() == "vqvae.grid_size" for a in [*PRESETS[cfg.preset], *assignments])
+    grid_given = "vqvae.grid_size" in assigned_fields([*PRESETS[cfg.preset], *assignments])
     if cfg.data.dataset == "folder" and not grid_given:
         cfg.vqvae.grid_size = folder_grid_size(spec.image_size)
         if cfg.vqvae.scales and cfg.vqvae.scales[-1] != cfg.vqvae.grid_size:  # a multi-scale plan up to that grid
@@ -112,7 +115,7 @@ def follow_quantizer(cfg, assignments=()):
     if cfg.vqvae.quantizer != "fsq":
         return cfg
     for name in ("vqvae.codebook_size", "vqvae.code_dim"):
-        if any(a.split("=", 1)[0].strip() == name for a in assignments):
+        if name in assigned_fields(assignments):
             raise ConfigError(f"{name} follows vqvae.fsq_levels with vqvae.quantizer=fsq; set the levels instead, "
                               f"e.g. vqvae.fsq_levels=(8,5,5,5) for 1000 codes")
     cfg.vqvae.codebook_size, cfg.vqvae.code_dim = math.prod(cfg.vqvae.fsq_levels), len(cfg.vqvae.fsq_levels)

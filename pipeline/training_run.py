@@ -23,8 +23,8 @@ from contextlib import contextmanager
 
 import torch
 
-from pipeline import data, datasets, devices, distributed, training
-from pipeline.errors import Diverged, UserError
+from pipeline import cli, data, datasets, devices, distributed, training
+from pipeline.errors import Diverged
 from pipeline.files import RunLock, atomic_save, ensure_folder
 from pipeline.settings import to_dict
 
@@ -37,10 +37,9 @@ def launch(cfg, train):
     signal.signal(signal.SIGTERM, interrupted)  # torchrun stops the other processes with SIGTERM when one fails
     resume = "the checkpoint keeps the last finished epoch: continue with --resume"
     try:
-        cfg.device = distributed.start(cfg.device)
-        train()
-    except UserError as e:
-        sys.exit(f"{e.label}: {e}")
+        with cli.one_line_errors():
+            cfg.device = distributed.start(cfg.device)
+            train()
     except KeyboardInterrupt:
         why = "stopped by a signal (under torchrun: another process of this run ended; see torchrun's report)" \
             if distributed.active() else "interrupted"

@@ -132,15 +132,19 @@ def test_fsq_straight_through_gradient_reaches_z():
     assert torch.isfinite(z.grad).all() and torch.all(z.grad > 0)  # the bound is increasing in every channel
 
 
-def test_fsq_under_bfloat16_autocast_is_float32_with_the_same_tokens():
-    q = FiniteScalarQuantizer(2, (7, 5, 5, 5, 5))
-    z = 2.0 * torch.randn(8, 10, 4, 4)
+def same_tokens_in_float32_under_bfloat16_autocast(q, z):
+    """A quantizer's forward and quantize under bf16 autocast: float32 outputs and the tokens of a float32 pass."""
     _, expected, _, _ = q(z)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        q_st, idx, _, perplexity = q(z)
+        q_st, idx, commitment, perplexity = q(z)
         assert torch.equal(q.quantize(z), expected)
-    assert q_st.dtype == torch.float32 and perplexity.dtype == torch.float32
+    assert all(t.dtype == torch.float32 for t in (q_st, commitment, perplexity))
     assert torch.equal(idx, expected)
+
+
+def test_fsq_under_bfloat16_autocast_is_float32_with_the_same_tokens():
+    same_tokens_in_float32_under_bfloat16_autocast(FiniteScalarQuantizer(2, (7, 5, 5, 5, 5)),
+                                                   2.0 * torch.randn(8, 10, 4, 4))
 
 
 # --- residual VQ against the oracle ---------------------------------------------------------------------------------
@@ -210,13 +214,7 @@ def test_residual_straight_through_gradient_reaches_z_unchanged():
 
 def test_residual_under_bfloat16_autocast_is_float32_with_the_same_tokens():
     rq = trained_residual(K=2, V=256, D=16, steps=1)  # many close codes: bf16 distances would pick others
-    z = torch.randn(16, 16, 4, 4)
-    _, expected, _, _ = rq(z)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        q_st, idx, commitment, _ = rq(z)
-        assert torch.equal(rq.quantize(z), expected)
-    assert q_st.dtype == torch.float32 and commitment.dtype == torch.float32
-    assert torch.equal(idx, expected)
+    same_tokens_in_float32_under_bfloat16_autocast(rq, torch.randn(16, 16, 4, 4))
 
 
 def test_residual_codebooks_start_on_the_residuals_of_the_first_training_batch():
