@@ -7,6 +7,8 @@
     python evaluate.py --prior var                        # ... from checkpoints/var.pt + vqvae_multiscale.pt
     python evaluate.py samples.npz --prior var            # score a file; reference rows from VAR's tokenizer
     python evaluate.py samples.npz --json                 # one JSON line instead of the table
+    python evaluate.py --reconstructions                  # the tokenizer alone: FID, accuracy, PSNR, SSIM, code use
+    python evaluate.py --reconstructions --save recon.npz # ... and its reconstructions as generator.py's npz
     python evaluate.py --train-classifier                 # rebuild the classifier: checkpoints/classifier.pt
     python evaluate.py samples.npz --classifier checkpoints/classifier.pt   # score with the rebuilt one
 
@@ -25,7 +27,7 @@ import time
 import torch
 
 import config
-from pipeline import cli, data, datasets, devices, metrics, sampling
+from pipeline import cli, data, datasets, devices, metrics, sampling, tokenizer_metrics
 from pipeline.checkpoint import default_path, load_pair, load_vqvae, prior_path, tokenizer_path
 
 from pipeline.image_files import MIN_SAMPLES, read_images
@@ -75,6 +77,11 @@ def main(argv=None):
     parser.add_argument("--balanced", action="store_true", default=None,
                         help="when drawing: the same number of samples of every class (default: each class in its "
                              "share of the training images, as FID compares distributions)")
+    parser.add_argument("--reconstructions", action="store_true",
+                        help="score the tokenizer on its own: its reconstructions of the test split (FID, accuracy, "
+                             "PSNR, SSIM, code use and perplexity); --vqvae picks the checkpoint")
+    parser.add_argument("--save", default=None, metavar="FILE.npz",
+                        help="--reconstructions: also write them as an npz (images, labels), as generator.py --save")
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args, cfg = cli.parse_config(parser, argv)
@@ -88,17 +95,34 @@ def main(argv=None):
         return
     print(f"classifier: {report['classifier']}")
     print_table(report["rows"])
+    if "tokenizer" in report:
+        print_tokenizer(report["tokenizer"])
     if "likelihood" in report:
         print(f"prior test NLL: {report['likelihood']['bits_per_token']:.3f} bits/token, "
               f"{report['likelihood']['bits_per_image']:.1f} bits/image")
+
+
+def print_tokenizer(stats):
+    use = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(stats["usage"], stats["perplexity"]))
+    print(f"tokenizer {stats['path']} ({stats['quantizer']}, {stats['codes']} codes, {stats['bits_per_token']:.2f} "
+          f"bits per token): val MSE {stats['val_mse']:.5f}, PSNR {stats['psnr']:.2f} dB, SSIM {stats['ssim']:.4f}, "
+          f"code use/perplexity {use}")
+    if stats.get("saved"):
+        print(f"reconstructions -> {stats['saved']}")
 
 
 def check_flags(args):
     """The drawing flags' values (generator.py's check; --n at least MIN_SAMPLES), and none of them given when
     nothing is drawn: ignoring `--temperature` on an npz would report numbers the user did not ask for."""
     check_sampling_flags(args, min_n=MIN_SAMPLES)
-    if args.samples or args.train_classifier:
-        where = "when scoring an npz" if args.samples else "when only training the classifier"
+    if args.save and not args.reconstructions:
+        raise FlagError("--save writes the tokenizer's reconstructions; add --reconstructions (samples of a prior: "
+                        "generator.py --save)")
+    if args.reconstructions and args.samples:
+        raise FlagError("--reconstructions scores the tokenizer's own reconstructions; give no sample file")
+    if args.samples or args.train_classifier or args.reconstructions:
+        where = ("when scoring an npz" if args.samples else "when scoring reconstructions" if args.reconstructions
+                 else "when only training the classifier")
         for name in DRAWING_FLAGS:
             if getattr(args, name) is not None:
                 raise FlagError(f"{flag(name)} does nothing {where}; it is read when evaluate.py draws its own "
@@ -113,6 +137,8 @@ def score(cfg, args):
         metrics.train_classifier(cfg, default_path(cfg, "classifier"))
         if not args.samples:
             return None
+    if args.reconstructions:
+        return score_reconstructions(cfg, args, device)
     spec = datasets.spec_of(cfg.data)
     # checked before any work
     samples = read_samples(args.samples, spec.image_shape, spec.num_classes) if args.samples else None
@@ -155,6 +181,37 @@ def score(cfg, args):
             rows["VQ-VAE recon of test (ceiling)"] = metrics.score(classifier, test_recon, test_labels[:n], test_feats, device)
     rows[name] = metrics.score(classifier, images, without_labels_if_unlabelled(spec, labels), test_feats, device)
     return {"rows": rows, **info}
+
+
+def score_reconstructions(cfg, args, device):
+    """--reconstructions: the tokenizer judged on its own, on the whole test split, as a prior's samples are."""
+    spec = datasets.spec_of(cfg.data)
+    if args.save:
+        sampling.check_writable(args.save)
+    path = args.vqvae or tokenizer_path(cfg, multiscale=bool(cfg.vqvae.scales))
+    vqvae, _ = load_vqvae(path, device, dataset=spec.name)
+    scoring_with = metrics.classifier_path(cfg, args.classifier)
+    classifier = metrics.load_classifier(scoring_with, device, spec)
+    test_images, test_labels = data.load_split(cfg.data, train=False)
+    test_labels = without_labels_if_unlabelled(spec, test_labels)
+    _, test_feats = metrics.classify(classifier, test_images, device)
+    recon = metrics.reconstructions(vqvae, test_images, device)
+    rows = {}
+    if not args.no_reference:
+        train_images, train_labels = data.load_split(cfg.data, train=True)
+        n = len(test_images)
+        rows["real train (floor)"] = metrics.score(classifier, train_images[:n],
+                                                   without_labels_if_unlabelled(spec, train_labels[:n]), test_feats,
+                                                   device)
+    rows["reconstructions of test"] = metrics.score(classifier, recon, test_labels, test_feats, device)
+    psnr, ssim = tokenizer_metrics.psnr_ssim(recon, test_images)
+    stats = {"path": path, "quantizer": "multi-scale" if vqvae.multiscale else vqvae.cfg.quantizer,
+             "codes": vqvae.cfg.codebook_size, "bits_per_token": tokenizer_metrics.bits_per_token(vqvae),
+             **tokenizer_metrics.reconstruction_stats(vqvae, test_images, device, None), "psnr": psnr, "ssim": ssim}
+    if args.save:
+        sampling.save_npz(args.save, recon, test_labels)
+        stats["saved"] = args.save
+    return {"rows": rows, "tokenizer": stats, "device": str(device), "classifier": os.path.relpath(scoring_with)}
 
 
 def without_labels_if_unlabelled(spec, labels):

@@ -174,7 +174,7 @@ def save(run):
     images = sampling.draw_images(run.prior, run.vqvae, classes, run.device, run.dtype, run.temperature,
                                   progress=True, **run.options)
     seconds = time.time() - t0
-    sampling.save_npz(args.save, images, labels)
+    sampling.save_npz(args.save, data.to_uint8(images), labels)
     print(f"{n} samples at temperature {run.temperature} in {seconds:.1f}s ({n / seconds:.0f} images/s) -> {args.save}")
 
 

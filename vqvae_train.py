@@ -17,7 +17,6 @@ import os
 from contextlib import contextmanager, nullcontext
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.discriminator import PatchDiscriminator, hinge_loss
@@ -25,38 +24,8 @@ from models.vqvae import VQVAE
 from pipeline import cli, data, devices, distributed, figures, training
 from pipeline.checkpoint import tokenizer_fingerprint, tokenizer_path
 from pipeline.errors import CheckpointError
+from pipeline.tokenizer_metrics import reconstruction_stats
 from pipeline.training_run import TrainingRun, launch
-
-
-def token_groups(model, idx):
-    """The token maps whose code usage is reported: one per codebook, or one per scale (multi-scale)."""
-    if model.multiscale:
-        return [i.cpu() for i in idx]
-    return [idx[..., k].cpu() for k in range(idx.shape[-1])]
-
-
-@torch.no_grad()
-def reconstruction_stats(model, images_uint8, device, dtype, batch_size=1000):
-    """Test-set reconstruction MSE (pixels in [0, 1]) and, per codebook (multi-scale: per scale), usage (codes
-    used / V) and perplexity."""
-    model.eval()
-    K = len(model.cfg.scales) if model.multiscale else model.cfg.num_codebooks
-    V = model.cfg.codebook_size
-    counts_KV = torch.zeros(K, V)
-    squared_error = 0.0
-    for i in range(0, len(images_uint8), batch_size):
-        x = data.to_model_range(images_uint8[i:i + batch_size]).to(device)
-        with devices.autocast(device, dtype):
-            idx = model.encode(x)
-            recon = model.decode(idx)
-        squared_error += F.mse_loss(recon.float().clamp(-1, 1), x, reduction="sum").item() / 4  # [-1,1] -> [0,1]
-        for k, group in enumerate(token_groups(model, idx)):
-            counts_KV[k] += torch.bincount(group.flatten(), minlength=V).float()
-    p_KV = counts_KV / counts_KV.sum(1, keepdim=True)
-    perplexity = torch.exp(-(p_KV * p_KV.clamp_min(1e-10).log()).sum(1))
-    return {"val_mse": squared_error / images_uint8.numel(),
-            "usage": [(counts_KV[k] > 0).float().mean().item() for k in range(K)],
-            "perplexity": perplexity.tolist()}
 
 
 @torch.no_grad()

@@ -99,9 +99,10 @@ def proportional_counts(n, proportions):
     return counts
 
 
-def save_npz(path, images_N1HW, labels_N):
-    """images (uint8) and labels (int64) to an npz, atomically; a WriteError when it cannot be written."""
-    arrays = dict(images=data.to_uint8(images_N1HW).numpy(), labels=labels_N.numpy().astype(np.int64))
+def save_npz(path, images_uint8, labels_N):
+    """images (uint8 N x C x H x W) and labels (int64) to an npz, atomically; a WriteError when it cannot be
+    written."""
+    arrays = dict(images=images_uint8.numpy(), labels=labels_N.numpy().astype(np.int64))
 
     def write(tmp_path):
         with open(tmp_path, "wb") as f:  # a file object: numpy appends no .npz to a --save name without one

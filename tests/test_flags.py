@@ -184,7 +184,7 @@ def test_an_unwritable_folder_is_found_before_sampling(dirs, tmp_path, monkeypat
 
 
 def test_save_npz_writes_atomically_and_reports_write_errors(tmp_path, a_file):
-    images, labels = torch.zeros(4, 1, 28, 28), torch.arange(4)
+    images, labels = torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4)
     sampling.save_npz(str(tmp_path / "plain_name"), images, labels)  # no .npz suffix: numpy must not add one
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "plain_name"]
     with np.load(tmp_path / "plain_name") as f:
