@@ -4,6 +4,7 @@
     python benchmark.py --sweep              # + the first prior's FID / precision / recall vs temperature (PNG)
     python benchmark.py --report             # all of the above + every prior side by side -> RESULTS.md
     python benchmark.py --retrain [--report] # the preset's tokenizer and GPT trained from nothing, then scored
+    python benchmark.py --tokenizers A.pt B.pt --picture P.png   # tokenizers side by side: a table and a picture
 
 The report compares every trained prior in the checkpoint folder (gpt.pt, var.pt, diffusion.pt,
 diffusion_uniform.pt, any prior checkpoint; the temperature sweep runs on the first in config.py's order), each on its own
@@ -23,12 +24,12 @@ import time
 import torch
 
 import config
-from pipeline import cli, data, datasets, devices, figures, metrics, recipe, report, settings, utilization
-from pipeline.checkpoint import default_path, find_tokenizer, load_file, load_pair
-
 from models.prior import registered
-from pipeline.sampling import class_ids, draw_images
+from pipeline import (cli, data, datasets, devices, figures, metrics, recipe, report, sampling, settings, tokenizer_metrics,
+                      utilization)
+from pipeline.checkpoint import default_path, find_tokenizer, load_file, load_pair, load_vqvae
 from pipeline.errors import CheckpointError, FlagError
+from pipeline.sampling import class_ids, draw_images
 
 STEP_COUNTS = (4, 8, 16, 32)  # reverse steps tried for the priors that have them (--steps)
 
@@ -207,7 +208,8 @@ def positive_ints(text):
     return values if all(v >= 1 for v in values) else None
 
 
-def main(argv=None):
+def command_line():
+    """The script's flags (README's and docs' commands are parsed with it in the tests)."""
     parser = cli.make_parser("Benchmark sampling/training speed and quality of every trained prior.")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (after one warm-up)")
     parser.add_argument("--batch-sizes", default="1,100,1000", help="sampling batch sizes")
@@ -217,7 +219,7 @@ def main(argv=None):
     parser.add_argument("--steps", default=",".join(map(str, STEP_COUNTS)),
                         help="reverse-step counts for the priors that have them")
     parser.add_argument("--report", action="store_true", help="write RESULTS.md (implies --sweep)")
-    parser.add_argument("--out", default="RESULTS.md", help="where --report and --utilization write")
+    parser.add_argument("--out", default="RESULTS.md", type=cli.user_path, help="where --report and --utilization write")
     parser.add_argument("--utilization", action="store_true",
                         help="MFU of sampling and training against this device's matmul peak (untrained models of "
                              "the config; no checkpoints needed), written into --out")
@@ -225,8 +227,17 @@ def main(argv=None):
                         help="train the preset's tokenizer and GPT from nothing with their scripts (into "
                              "checkpoints/retrain/PRESET/), then score the reconstructions and --n GPT samples; with "
                              "--report, into --out")
+    parser.add_argument("--tokenizers", nargs="+", type=cli.user_path, metavar="VQVAE.pt",
+                        help="tokenizer checkpoints of the dataset, judged side by side on its test split: a Markdown "
+                             "table printed, and with --picture the same test images reconstructed by each")
+    parser.add_argument("--picture", type=cli.user_path, default=None, metavar="FILE.png",
+                        help="--tokenizers: where the side-by-side reconstructions go")
+    return parser
+
+
+def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args, cfg = cli.parse_config(parser, argv)
+    args, cfg = cli.parse_config(command_line(), argv)
     with cli.one_line_errors():
         args.steps = positive_ints(args.steps)
         if args.steps is None:
@@ -235,6 +246,8 @@ def main(argv=None):
             report_utilization(cfg, args, argv)
         elif args.retrain:
             retrain(cfg, args, argv)
+        elif args.tokenizers:
+            compare_tokenizers(cfg, args)
         else:
             run(cfg, args, argv)
 
@@ -289,6 +302,39 @@ def run(cfg, args, argv):
         text = report.dataset_section(run_facts, entries, references, sampling_speeds, train, sweep)
         report.write_section(args.out, spec.name, spec.title, text)
         print(f"report: {args.out}")
+
+
+# --- tokenizers side by side -----------------------------------------------------------------------------------------
+
+TOKENIZER_COLUMNS = ["tokenizer", "tokens", "codes", "bits per token", "val MSE", "PSNR (dB)", "SSIM",
+                     "code use / perplexity", "reconstructions FID", "read right", "training seconds"]
+PICTURE_IMAGES = 12  # test images in the side-by-side picture
+
+
+def compare_tokenizers(cfg, args):
+    """--tokenizers: each checkpoint judged as evaluate.py --reconstructions judges it, one table row each."""
+    if args.picture:
+        sampling.check_writable(args.picture)
+    device = devices.pick_device(cfg.device)
+    spec = datasets.spec_of(cfg.data)
+    classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, spec)
+    test_images, test_labels = data.load_split(cfg.data, train=False)
+    _, test_feats = metrics.classify(classifier, test_images, device)
+    rows, shown = [], [test_images[:PICTURE_IMAGES]]
+    for path in args.tokenizers:
+        vqvae, ckpt = load_vqvae(path, device, dataset=spec.name)
+        recon, score, stats = tokenizer_metrics.judge(vqvae, classifier, test_images, test_labels, test_feats, device)
+        use = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(stats["usage"], stats["perplexity"]))
+        rows.append([f"{stats['quantizer']} ({path})", stats["tokens"], stats["codes"], f"{stats['bits_per_token']:.2f}",
+                     f"{stats['val_mse']:.5f}", f"{stats['psnr']:.2f}", f"{stats['ssim']:.4f}", use,
+                     f"{score['fid']:.2f}", f"{score['accuracy']:.2%}", f"{ckpt['history'][-1]['seconds']:.0f}"])
+        shown.append(recon[:PICTURE_IMAGES])
+    print(report.table(TOKENIZER_COLUMNS, rows))
+    if args.picture:
+        names = ["test images", *[f"{row[0].split(' (')[0]} {row[1]}, {row[2]}" for row in rows]]
+        figures.save_image_grid(data.to_model_range(torch.cat(shown)), args.picture, nrow=PICTURE_IMAGES,
+                                row_names=names)
+        print(f"picture: {args.picture}")
 
 
 # --- a preset's recipe retrained -------------------------------------------------------------------------------------

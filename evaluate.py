@@ -30,9 +30,9 @@ import config
 from pipeline import cli, data, datasets, devices, metrics, sampling, tokenizer_metrics
 from pipeline.checkpoint import default_path, load_pair, load_vqvae, prior_path, tokenizer_path
 
+from pipeline.errors import FlagError
 from pipeline.image_files import MIN_SAMPLES, read_images
 from pipeline.sampling import check_sampling_flags, flag
-from pipeline.errors import FlagError
 
 
 DRAW_N = 10_000  # default of --n
@@ -58,18 +58,19 @@ def print_table(rows):
         print(f"{name:<34}{cells}")
 
 
-def main(argv=None):
+def command_line():
+    """The script's flags (README's and docs' commands are parsed with it in the tests)."""
     parser = cli.make_parser("Score generated images with the repo's classifier of the dataset.")
-    parser.add_argument("samples", nargs="?", help="npz from generator.py --save (omit to draw from checkpoints)")
+    parser.add_argument("samples", nargs="?", type=cli.user_path, help="npz from generator.py --save (omit to draw from checkpoints)")
     parser.add_argument("--train-classifier", action="store_true",
                         help="(re)build the classifier in the checkpoint folder (checkpoints/classifier.pt)")
-    parser.add_argument("--classifier", default=None,
+    parser.add_argument("--classifier", default=None, type=cli.user_path,
                         help="classifier weights to score with (default: the shipped evaluator/<dataset>.pt, else "
                              "the checkpoint folder's classifier.pt)")
     parser.add_argument("--n", type=int, default=None, help=f"samples to draw when no npz is given (default {DRAW_N})")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature when drawing")
-    parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path")
-    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
+    parser.add_argument("--prior", default="gpt", type=cli.user_path, help="gpt | var | diffusion, or a prior checkpoint path")
+    parser.add_argument("--vqvae", default=None, type=cli.user_path, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps when drawing")
     parser.add_argument("--cfg", type=float, default=None,
                         help="guidance scale when drawing (default: the prior's own, e.g. gpt.guidance)")
@@ -80,11 +81,15 @@ def main(argv=None):
     parser.add_argument("--reconstructions", action="store_true",
                         help="score the tokenizer on its own: its reconstructions of the test split (FID, accuracy, "
                              "PSNR, SSIM, code use and perplexity); --vqvae picks the checkpoint")
-    parser.add_argument("--save", default=None, metavar="FILE.npz",
+    parser.add_argument("--save", default=None, type=cli.user_path, metavar="FILE.npz",
                         help="--reconstructions: also write them as an npz (images, labels), as generator.py --save")
     parser.add_argument("--no-reference", action="store_true", help="skip the real-data and reconstruction rows")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
-    args, cfg = cli.parse_config(parser, argv)
+    return parser
+
+
+def main(argv=None):
+    args, cfg = cli.parse_config(command_line(), argv)
     with cli.one_line_errors():
         check_flags(args)
         report = score(cfg, args)
@@ -104,7 +109,7 @@ def main(argv=None):
 
 def print_tokenizer(stats):
     use = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(stats["usage"], stats["perplexity"]))
-    print(f"tokenizer {stats['path']} ({stats['quantizer']}, {stats['codes']} codes, {stats['bits_per_token']:.2f} "
+    print(f"tokenizer {stats['path']} ({stats['quantizer']}, {stats['tokens']} tokens, {stats['codes']} codes, {stats['bits_per_token']:.2f} "
           f"bits per token): val MSE {stats['val_mse']:.5f}, PSNR {stats['psnr']:.2f} dB, SSIM {stats['ssim']:.4f}, "
           f"code use/perplexity {use}")
     if stats.get("saved"):
@@ -195,7 +200,7 @@ def score_reconstructions(cfg, args, device):
     test_images, test_labels = data.load_split(cfg.data, train=False)
     test_labels = without_labels_if_unlabelled(spec, test_labels)
     _, test_feats = metrics.classify(classifier, test_images, device)
-    recon = metrics.reconstructions(vqvae, test_images, device)
+    recon, row, stats = tokenizer_metrics.judge(vqvae, classifier, test_images, test_labels, test_feats, device)
     rows = {}
     if not args.no_reference:
         train_images, train_labels = data.load_split(cfg.data, train=True)
@@ -203,11 +208,8 @@ def score_reconstructions(cfg, args, device):
         rows["real train (floor)"] = metrics.score(classifier, train_images[:n],
                                                    without_labels_if_unlabelled(spec, train_labels[:n]), test_feats,
                                                    device)
-    rows["reconstructions of test"] = metrics.score(classifier, recon, test_labels, test_feats, device)
-    psnr, ssim = tokenizer_metrics.psnr_ssim(recon, test_images)
-    stats = {"path": path, "quantizer": "multi-scale" if vqvae.multiscale else vqvae.cfg.quantizer,
-             "codes": vqvae.cfg.codebook_size, "bits_per_token": tokenizer_metrics.bits_per_token(vqvae),
-             **tokenizer_metrics.reconstruction_stats(vqvae, test_images, device, None), "psnr": psnr, "ssim": ssim}
+    rows["reconstructions of test"] = row
+    stats = {"path": path, **stats}
     if args.save:
         sampling.save_npz(args.save, recon, test_labels)
         stats["saved"] = args.save

@@ -5,6 +5,7 @@
     python generator.py --prior diffusion --steps 8       # 8 reverse steps
     python generator.py --temperature 0.75 --top-k 50     # one grid
     python generator.py --n 10000 --save samples.npz      # N samples for evaluation (classes in the data's shares)
+    python generator.py --n 100 --save samples/           # ... or one PNG per sample, named by index and class
     python generator.py --unconditional                   # ignore classes ("no class" token)
     python generator.py --prior var --edit inpaint        # zero-shot editing of real test images
     python generator.py --preset fashion_mnist            # from checkpoints/fashion_mnist/gpt.pt
@@ -28,11 +29,11 @@ from types import SimpleNamespace
 
 import torch
 
+from models.prior import priors_with
 from pipeline import cli, data, datasets, devices, figures, sampling
 from pipeline.checkpoint import load_pair, prior_path
-from models.prior import priors_with
-from pipeline.sampling import EDITS, check_sampling_flags, flag
 from pipeline.errors import CheckpointError, FlagError
+from pipeline.sampling import EDITS, check_sampling_flags, flag
 
 SAVE_N, EDIT_IMAGES, EDIT_SAMPLES = 10_000, 8, 4  # defaults of --n, --edit-images, --edit-samples
 
@@ -82,11 +83,12 @@ def check_flags(args):
     return mode
 
 
-def main(argv=None):
+def command_line():
+    """The script's flags (README's and docs' commands are parsed with it in the tests)."""
     parser = cli.make_parser("Draw samples from a trained prior + VQ-VAE.")
-    parser.add_argument("--prior", default="gpt", help="gpt | var | diffusion, or a prior checkpoint path "
+    parser.add_argument("--prior", default="gpt", type=cli.user_path, help="gpt | var | diffusion, or a prior checkpoint path "
                                                        "(default: checkpoints/gpt.pt)")
-    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: the one beside the prior)")
+    parser.add_argument("--vqvae", default=None, type=cli.user_path, help="tokenizer checkpoint (default: the one beside the prior)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="one temperature (default: the sweep in config.sample.temperatures for grids, "
                              "the prior's own, e.g. gpt.temperature, for --save and --edit)")
@@ -96,7 +98,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps (default: diffusion.steps)")
     parser.add_argument("--unconditional", action="store_true", help='draw with the "no class" token')
     parser.add_argument("--n", type=int, default=None, help=f"number of samples for --save (default {SAVE_N})")
-    parser.add_argument("--save", default=None, metavar="FILE.npz", help="write N samples to an npz")
+    parser.add_argument("--save", default=None, type=cli.user_path, metavar="FILE.npz|DIR/",
+                        help="write N samples to an npz, or with a trailing slash one PNG per sample into a new folder")
     parser.add_argument("--balanced", action="store_true",
                         help="--save: the same number of samples of every class, cycling through them (default: "
                              "each class in its share of the training images, as FID compares distributions)")
@@ -107,8 +110,12 @@ def main(argv=None):
     parser.add_argument("--edit-samples", type=int, default=None,
                         help=f"results per edited image (default {EDIT_SAMPLES})")
     parser.add_argument("--show-process", action="store_true", help="diffusion: save the reverse process (PNG + GIF)")
-    parser.add_argument("--out", default=None, help="folder for grids (default: _results/generator)")
-    args, cfg = cli.parse_config(parser, argv)
+    parser.add_argument("--out", default=None, type=cli.user_path, help="folder for grids (default: _results/generator)")
+    return parser
+
+
+def main(argv=None):
+    args, cfg = cli.parse_config(command_line(), argv)
     with cli.one_line_errors():
         generate(cfg, args, check_flags(args))
 
@@ -164,7 +171,7 @@ def edit(run):
 
 
 def save(run):
-    """N samples into an npz, for evaluate.py."""
+    """N samples into an npz or a folder of PNGs, for evaluate.py."""
     args = run.args
     sampling.check_writable(args.save)
     n = args.n or SAVE_N
@@ -174,7 +181,10 @@ def save(run):
     images = sampling.draw_images(run.prior, run.vqvae, classes, run.device, run.dtype, run.temperature,
                                   progress=True, **run.options)
     seconds = time.time() - t0
-    sampling.save_npz(args.save, data.to_uint8(images), labels)
+    if sampling.is_png_folder(args.save):
+        sampling.save_png_folder(args.save, data.to_uint8(images), labels, run.class_names)
+    else:
+        sampling.save_npz(args.save, data.to_uint8(images), labels)
     print(f"{n} samples at temperature {run.temperature} in {seconds:.1f}s ({n / seconds:.0f} images/s) -> {args.save}")
 
 

@@ -86,13 +86,18 @@ def save_sample_grid(model, vqvae, cfg, names, device, dtype, path, seed):
     figures.save_image_grid(images, path, nrow=cfg.sample.per_class, row_names=names)
 
 
-def main(argv=None):
+def command_line():
+    """The script's flags (README's and docs' commands are parsed with it in the tests)."""
     parser = cli.make_training_parser("Train a token prior (raster GPT, VAR or discrete diffusion) on VQ-VAE tokens.")
     parser.add_argument("--prior", default="gpt", choices=list(registered()),
                         help="which prior to train (default: gpt)")
-    parser.add_argument("--vqvae", default=None, help="tokenizer checkpoint (default: checkpoints/vqvae.pt, "
+    parser.add_argument("--vqvae", default=None, type=cli.user_path, help="tokenizer checkpoint (default: checkpoints/vqvae.pt, "
                                                       "or vqvae_multiscale.pt for --prior var)")
-    args, cfg = cli.parse_config(parser, argv)
+    return parser
+
+
+def main(argv=None):
+    args, cfg = cli.parse_config(command_line(), argv)
     launch(cfg, lambda: train(cfg, args.prior, resume=args.resume, vqvae_path=args.vqvae, overwrite=args.overwrite))
 
 

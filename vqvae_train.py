@@ -123,9 +123,13 @@ def train_epoch(run, model, images_uint8, epoch, snapshot, adversary=None):
     return {f"train_{k}": distributed.mean(v / len(batches)) for k, v in sums.items()}
 
 
+def command_line():
+    """The script's flags (README's and docs' commands are parsed with it in the tests)."""
+    return cli.make_training_parser("Train the VQ-VAE tokenizer.")
+
+
 def main(argv=None):
-    parser = cli.make_training_parser("Train the VQ-VAE tokenizer.")
-    args, cfg = cli.parse_config(parser, argv)
+    args, cfg = cli.parse_config(command_line(), argv)
     launch(cfg, lambda: train(cfg, resume=args.resume, overwrite=args.overwrite))
 
 

@@ -12,9 +12,9 @@ import os
 import torch
 
 import config as config_module
-from pipeline.files import load_file
 from pipeline import devices, settings
 from pipeline.errors import CheckpointError
+from pipeline.files import load_file
 
 
 def check_layout(ckpt, path, keys=("kind", "model")):

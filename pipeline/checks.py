@@ -1,6 +1,7 @@
 """Whether a config holds usable values: each check is (ok, one-line message that says what to change), and
 `validate` raises the first failing one as a ConfigError before any work starts."""
 import math
+import re
 
 from config import prior_sections
 from models.vqvae import QUANTIZERS, reachable_grid_sizes
@@ -73,7 +74,8 @@ def run_checks(cfg):
         (cfg.data.channels in (1, 3), f"data.channels must be 3 (RGB) or 1 (grey) (got {cfg.data.channels})"),
         (cfg.data.train_limit >= 0 and cfg.data.test_limit >= 0,
          "data.train_limit and data.test_limit must be 0 (all) or positive"),
-        (cfg.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps (got {cfg.device!r})"),
+        (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device) is not None,
+         f"device must be auto, cpu, cuda, cuda:N or mps (got {cfg.device!r})"),
         (cfg.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16 (got {cfg.amp!r})"),
         (0 <= cfg.seed < 2 ** 32, f"seed (--seed) must be in [0, 2**32 - 1], numpy's range (got {cfg.seed})"),
         # 0 would crash after a whole epoch, a negative count would silently show all but that many

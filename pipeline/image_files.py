@@ -1,5 +1,5 @@
 """Image sets a user brings to evaluate.py: an npz (generator.py --save writes one; labels optional), a .npy array,
-or a folder of PNG files.
+or a folder of PNG files (generator.py --save DIR/ names each by its index and class id, and the ids are read back).
 
 Every form becomes (images uint8 N x C x H x W, labels int64 N). Without labels every label is -1 ("not
 conditioned on a class"), and evaluate.py reports only the metrics that need none. Arrays may be N x C x H x W,
@@ -7,6 +7,7 @@ N x H x W x C (channels last, as most image libraries write) or N x H x W (grey)
 """
 import glob
 import os
+import re
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ def read_images(path, image_shape, num_classes):
     """(images, labels) from an npz, a .npy or a folder of PNGs, checked against the dataset's image_shape (C, H, W)
     and class count."""
     if os.path.isdir(path):
-        images, labels = read_png_folder(path, image_shape), None
+        images, labels = read_png_folder(path, image_shape)
     elif not os.path.exists(path):
         raise SampleFileError(f"no sample file at {path}; {MAKE_ONE} {path}")
     elif path.endswith(".npy"):
@@ -55,8 +56,18 @@ def read_npy(path):
         raise SampleFileError(f"{path} is not a readable .npy array (uint8 images)") from None
 
 
+def labels_from_names(paths):
+    """The class ids in generator.py's PNG names (`00042-c3-dress.png`, `00042-uncond.png`: -1), or None when any
+    file is named otherwise (a folder from elsewhere is scored without labels)."""
+    matches = [re.fullmatch(r"\d+-(?:c(\d+)(?:-.*)?|uncond)\.png", os.path.basename(p)) for p in paths]
+    if not all(matches):
+        return None
+    return np.array([int(m.group(1)) if m.group(1) is not None else -1 for m in matches], dtype=np.int64)
+
+
 def read_png_folder(folder, image_shape):
-    """Every *.png in the folder (sorted by name), as grey or RGB to match the dataset's channels."""
+    """Every *.png in the folder (sorted by name), as grey or RGB to match the dataset's channels, and the class ids
+    their names hold (None when they hold none)."""
     from PIL import Image
     paths = sorted(glob.glob(os.path.join(glob.escape(folder), "*.png")))
     if not paths:
@@ -73,7 +84,7 @@ def read_png_folder(folder, image_shape):
             raise SampleFileError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; this dataset's images are "
                                   f"{image_shape[2]}x{image_shape[1]}")
         images.append(pixels)
-    return np.stack(images)
+    return np.stack(images), labels_from_names(paths)
 
 
 def to_nchw(images, image_shape, path):

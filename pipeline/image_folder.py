@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageColor
 
-from pipeline.files import atomic_save, load_file
 from pipeline.errors import CheckpointError, DataError
+from pipeline.files import atomic_save, load_file
 
 MIN_IMAGES = 10          # at least one validation image (every tenth)
 VALIDATION_EVERY = 10

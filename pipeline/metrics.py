@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import config
+from models.classifier import ROTATIONS, Classifier
 from pipeline import data, datasets, devices
 from pipeline.checkpoint import check_dataset, default_path, load_checkpoint
-from pipeline.files import atomic_save
-from models.classifier import ROTATIONS, Classifier
 from pipeline.errors import CheckpointError
+from pipeline.files import atomic_save
 
 
 # --- the metrics (pure functions on feature arrays) --------------------------------------------------------------

@@ -4,10 +4,12 @@ diffusion prior's reverse process; plus the checks of the sampling flags every d
 generator.py, evaluate.py, benchmark.py and transformer_train.py (its per-epoch grids) all draw through here.
 """
 import os
+import shutil
 import tempfile
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from pipeline import checks, data, devices, files, settings
@@ -111,12 +113,49 @@ def save_npz(path, images_uint8, labels_N):
     files.atomic_write(path, write)
 
 
+def is_png_folder(path):
+    """--save DIR/ (a trailing slash) writes one PNG per sample; any other name writes an npz."""
+    return path.endswith(("/", os.sep))
+
+
+def png_name(index, label, class_names, digits):
+    """`00042-c3-dress.png`: the sample's index first (the folder sorts in the order an npz would hold), then its
+    class id and name (`00042-uncond.png` without one)."""
+    if label < 0:
+        return f"{index:0{digits}d}-uncond.png"
+    slug = "".join(ch if ch.isalnum() else "-" for ch in class_names[label].lower()).strip("-")
+    return f"{index:0{digits}d}-c{label}-{slug}.png"
+
+
+def save_png_folder(path, images_uint8, labels_N, class_names):
+    """One PNG per sample into a new (or empty) folder: written into a temp folder beside it, then renamed, so a
+    failure leaves no half-filled folder; evaluate.py reads the class ids back from the names."""
+    folder = path.rstrip("/" + os.sep)
+    tmp_folder = f"{folder}.tmp{os.getpid()}"
+    digits = max(5, len(str(len(images_uint8) - 1)))
+    try:
+        os.makedirs(tmp_folder)
+        for i, (image_CHW, label) in enumerate(zip(images_uint8.numpy(), labels_N.tolist())):
+            pixels = image_CHW[0] if image_CHW.shape[0] == 1 else image_CHW.transpose(1, 2, 0)
+            Image.fromarray(pixels).save(os.path.join(tmp_folder, png_name(i, label, class_names, digits)))
+        os.replace(tmp_folder, folder)  # onto a missing or empty folder
+    except OSError as e:
+        raise WriteError(files.describe_os_error(e, path)) from None
+    finally:
+        shutil.rmtree(tmp_folder, ignore_errors=True)
+
+
 def check_writable(path):
     """Fail in one line before any sampling when `path` cannot be written (a file where a folder should be, a
-    read-only folder), rather than after minutes of drawing. A probe file, since os.access says yes to root."""
-    if os.path.isdir(path):
+    read-only folder, a PNG folder that already holds files), rather than after minutes of drawing. A probe file,
+    since os.access says yes to root."""
+    if is_png_folder(path):
+        if os.path.isdir(path) and os.listdir(path):
+            raise WriteError(f"cannot write {path}: the folder holds files already; give a new or empty folder")
+        path = path.rstrip("/" + os.sep)  # its parent must take the folder
+    elif os.path.isdir(path):
         raise WriteError(f"cannot write {path}: it is a folder; give a file name, "
-                               f"e.g. {os.path.join(path, 'samples.npz')}")
+                         f"e.g. {os.path.join(path, 'samples.npz')}, or {path.rstrip(os.sep)}/ for one PNG per sample")
     files.make_folder(path)
     try:
         with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), prefix=".write_check"):

@@ -6,12 +6,13 @@ import math
 import os
 
 from config import PRESETS, Config, DataConfig, PriorConfig, prior_sections
+from models.vqvae import reachable_grid_sizes
 from pipeline.checks import validate
 from pipeline.datasets import DATASETS, spec_of
-from models.vqvae import reachable_grid_sizes
 from pipeline.errors import ConfigError, DataError
 
 FOLDER_ONLY = ("data.folder", "data.image_size", "data.channels", "data.background")
+USER_PATHS = ("data.root", "data.folder", "checkpoint_dir", "results_dir")  # ~ and $VARIABLES expanded in these
 
 
 def parse_value(text, current):
@@ -62,6 +63,22 @@ def apply_override(cfg, assignment):
         setattr(target, name, parse_value(text.strip(), current))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def expand_path(text):
+    """~ and $VARIABLES in a path a user gives, as the shell would have expanded them at the start of a word (it does
+    not inside `--set data.folder=~/pictures`)."""
+    return os.path.expandvars(os.path.expanduser(text))
+
+
+def expand_user_paths(cfg):
+    for path in USER_PATHS:
+        *sections, name = path.split(".")
+        section = cfg
+        for part in sections:
+            section = getattr(section, part)
+        setattr(section, name, expand_path(getattr(section, name)))
+    return cfg
 
 
 def assigned_fields(assignments):
@@ -133,7 +150,7 @@ def build_config(preset="mnist", overrides=(), seed=None, device=None):
         cfg.seed = seed
     if device is not None:
         cfg.device = device
-    return validate(follow_quantizer(follow_dataset(cfg, overrides), overrides))
+    return validate(follow_quantizer(follow_dataset(expand_user_paths(cfg), overrides), overrides))
 
 
 def to_dict(section):

@@ -6,8 +6,8 @@ import torch
 
 from pipeline import data, datasets, distributed
 
-from pipeline.files import atomic_save, load_file
 from pipeline.errors import CheckpointError, DataError
+from pipeline.files import atomic_save, load_file
 
 
 def token_cache_path(data_cfg, tokenizer_id):

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pipeline import data, devices
+from pipeline import data, devices, metrics
 
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 
@@ -89,3 +89,18 @@ def psnr_ssim(recon_uint8, real_uint8, batch_size=1000):
 def bits_per_token(vqvae):
     """What one token can say: log2 of its vocabulary."""
     return math.log2(vqvae.cfg.codebook_size)
+
+
+def judge(vqvae, classifier, test_images, test_labels, test_feats, device):
+    """A tokenizer on the test split as a prior's samples are judged (the evaluator's FID, accuracy, ... of its
+    reconstructions: `test_feats` are the real test images' features), with its own statistics beside:
+    (reconstructions uint8, the score row, the tokenizer's statistics)."""
+    recon = metrics.reconstructions(vqvae, test_images, device)
+    row = metrics.score(classifier, recon, test_labels, test_feats, device)
+    psnr, ssim = psnr_ssim(recon, test_images)
+    stats = {"quantizer": "multi-scale" if vqvae.multiscale else vqvae.cfg.quantizer,
+             "tokens": "+".join(f"{s}x{s}" for s in vqvae.cfg.scales) if vqvae.multiscale
+             else "x".join(map(str, vqvae.grid_shape)),
+             "codes": vqvae.cfg.codebook_size, "bits_per_token": bits_per_token(vqvae),
+             **reconstruction_stats(vqvae, test_images, device, None), "psnr": psnr, "ssim": ssim}
+    return recon, row, stats

@@ -14,10 +14,10 @@ import time
 import torch
 
 import config
-from pipeline.checkpoint import build_prior
-from pipeline import devices, settings
 from models.prior import prior_class
 from models.vqvae import VQVAE
+from pipeline import devices, settings
+from pipeline.checkpoint import build_prior
 
 
 def matmul_peak(device, dtype=torch.float32, n=2048, repeats=5):

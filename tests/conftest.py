@@ -13,8 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from script_runs import EDIT_IMAGES, EDIT_SAMPLES, copy_run, dirs_of, finish, run, run_together, start  # noqa: E402
 from pipeline import settings
+from script_runs import EDIT_IMAGES, EDIT_SAMPLES, copy_run, dirs_of, finish, run, run_together, start  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -4,12 +4,12 @@ import os
 import pytest
 import torch
 
-from pipeline.checkpoint import load_checkpoint, load_pair, load_prior, load_vqvae, tokenizer_fingerprint
-from pipeline.files import atomic_save
 from models.gpt import GPT
 from models.vqvae import VQVAE
-from pipeline.errors import CheckpointError
 from pipeline import settings
+from pipeline.checkpoint import load_checkpoint, load_pair, load_prior, load_vqvae, tokenizer_fingerprint
+from pipeline.errors import CheckpointError
+from pipeline.files import atomic_save
 
 
 @pytest.fixture

@@ -3,13 +3,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import config
 from config import PRIORS, GPTConfig
-from pipeline.errors import ConfigError
-from pipeline import settings
-from pipeline.settings import build_config, sampling_settings
 from models.vqvae import reachable_grid_sizes
+from pipeline import devices, settings
+from pipeline.errors import ConfigError, DeviceError
+from pipeline.settings import build_config, sampling_settings
 
 
 def test_defaults_and_tiny_preset():
@@ -71,6 +72,7 @@ def test_overrides_do_not_leak_between_configs():
     ("diffusion.temperature=0", "diffusion.temperature"),
     ("sample.top_k=-1", "top_k"),
     ("device=tpu", "device"),
+    ("device=cuda:x", "cuda:N"),
     ("amp=fp8", "amp"),
     ("data.dataset=cifar", "dataset"),
 ])
@@ -215,3 +217,10 @@ def test_the_renamed_guidance_field_still_answers_to_its_old_name():
     assert build_config("tiny", ["gpt.cfg_scale=2.25"]).gpt.guidance == 2.25
     assert settings.from_dict(GPTConfig, {"cfg_scale": 3.0, "n_layer": 2}).guidance == 3.0  # an older checkpoint
 
+
+
+def test_any_cuda_device_of_several_is_a_valid_choice_and_a_missing_one_is_one_line():
+    assert build_config("tiny", ["device=cuda:1"]).device == "cuda:1"
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="--device cuda:1 was asked for"):
+            devices.pick_device("cuda:1")

@@ -14,13 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import data, metrics, settings
 import config
+from pipeline import data, metrics, settings
 import evaluate
-from pipeline.files import atomic_save
 from models.classifier import FEATURE_DIM, Classifier
 from models.vqvae import VQVAE
 from pipeline.errors import DataError, SampleFileError
+from pipeline.files import atomic_save
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_ROOT = os.path.join(REPO, "data")

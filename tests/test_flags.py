@@ -18,10 +18,10 @@ import torch
 from pipeline import sampling, settings
 import evaluate
 import generator
-from pipeline.files import atomic_save
 from models.classifier import Classifier
-from script_runs import assert_one_line_error, dirs_of, finish, run_in_process, start
 from pipeline.errors import ConfigError, SampleFileError, WriteError
+from pipeline.files import atomic_save
+from script_runs import assert_one_line_error, dirs_of, finish, run_in_process, start
 
 
 @pytest.fixture(scope="module")

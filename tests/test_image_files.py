@@ -10,8 +10,8 @@ from pipeline import metrics, settings
 from PIL import Image
 
 
-from pipeline.image_files import read_images
 from pipeline.errors import CheckpointError, SampleFileError
+from pipeline.image_files import read_images
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import data, datasets, image_folder, settings
+from pipeline import cli, data, datasets, image_folder, settings
 from pipeline.errors import ConfigError, DataError
 
 
@@ -244,3 +244,16 @@ def test_load_split_and_class_proportions_through_the_config(two_classes, tmp_pa
     shares = data.class_proportions(cfg.data)
     assert shares.sum().item() == pytest.approx(1.0) and shares[0] > shares[1]
     assert os.path.isdir(os.path.join(str(tmp_path), datasets.FOLDER_CACHE))
+
+
+def test_the_documented_tilde_path_finds_the_folder(two_classes, monkeypatch):
+    """`--set data.folder=~/pictures/pets`: the shell leaves the ~ alone inside a --set value; the config expands it,
+    and $VARIABLES too, in every path field."""
+    home, name = os.path.split(two_classes)
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.setenv("RUNS", "runs")
+    cfg = settings.build_config("tiny", ["data.dataset=folder", f"data.folder=~/{name}", "checkpoint_dir=$HOME/$RUNS",
+                                         "results_dir=~/res", "data.root=~/data"])
+    assert cfg.data.folder == two_classes and cfg.data.root == os.path.join(home, "data")
+    assert cfg.checkpoint_dir.startswith(os.path.join(home, "runs")) and cfg.results_dir.startswith(os.path.join(home, "res"))
+    assert cli.user_path("~/s.npz") == os.path.join(home, "s.npz")  # --save, --out, --vqvae, ... the same way

@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipeline import checks, sampling, settings
 import config
+from pipeline import checks, sampling, settings
 import generator
 import transformer_train
-from pipeline.checkpoint import build_prior, load_pair, load_prior, tokenizer_fingerprint
-from pipeline.files import atomic_save
 from models import prior as prior_module
 from models.prior import Prior, filtered_probs, prior_class, registered
 from models.vqvae import VQVAE
+from pipeline.checkpoint import build_prior, load_pair, load_prior, tokenizer_fingerprint
+from pipeline.files import atomic_save
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,11 +16,11 @@ import sys
 import pytest
 import torch
 
+from pipeline import settings
 from pipeline.checkpoint import load_vqvae
 from pipeline.files import RunLock, remove_stale_temps
-from script_runs import ENV, REPO, assert_one_line_error, dirs_of, finish, run, run_in_process, start
 from pipeline.token_cache import load_or_build_tokens
-from pipeline import settings
+from script_runs import ENV, REPO, assert_one_line_error, dirs_of, finish, run, run_in_process, start
 
 EPOCHS = 3
 

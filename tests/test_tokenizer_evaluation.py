@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.tokenizer_metrics import psnr_ssim, ssim_per_image
 from script_runs import run_in_process
@@ -57,3 +58,14 @@ def test_reconstructions_are_scored_and_saved_as_a_sample_file(trained_tokenizer
 def test_reconstruction_flags_that_cannot_work_are_one_line(args, message):
     result = run_in_process("evaluate.py", *args, check=False)
     assert result.returncode == 1 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_benchmark_puts_tokenizers_side_by_side_in_a_table_and_a_picture(trained_tokenizers, tmp_path):
+    single, multi = (root / "ck" / name for root, name in zip(trained_tokenizers, ("vqvae.pt", "vqvae_multiscale.pt")))
+    picture = tmp_path / "side_by_side.png"
+    result = run_in_process("benchmark.py", "--tokenizers", str(single), str(multi), "--picture", str(picture))
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and f"vq ({single})" in rows[1] and "multi-scale" in rows[2] and "1x1+2x2+3x3+4x4" in rows[2]
+    with Image.open(picture) as image:  # the test images, then one row per tokenizer
+        assert image.height > 3 * 28

@@ -6,8 +6,8 @@ import torch
 
 from pipeline import settings, training
 
-from pipeline.files import atomic_save
 from pipeline.errors import CheckpointError, Diverged
+from pipeline.files import atomic_save
 from pipeline.training_run import TrainingRun
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from pipeline import settings, utilization
-from pipeline.checkpoint import build_prior
 from models.transformer import block_flops
 from models.vqvae import VQVAE, conv_flops
+from pipeline import settings, utilization
+from pipeline.checkpoint import build_prior
 from test_end_to_end import run
 
 

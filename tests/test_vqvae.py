@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from models.vqvae import VQVAE, down_sizes
-from pipeline import settings
 from models.vqvae import reachable_grid_sizes
+from pipeline import settings
 
 
 def tiny_vqvae(grid_size=4, num_codebooks=1):
