@@ -58,6 +58,12 @@ def tokenizer_checks(cfg):
     ]
 
 
+def image_size_check(data_cfg):
+    """(ok, message) for data.image_size (a folder's images are resized to it; the classifier pools twice)."""
+    return (data_cfg.image_size in FOLDER_IMAGE_SIZES,
+            f"data.image_size must be a multiple of 4 from 16 to 128 (got {data_cfg.image_size})")
+
+
 def run_checks(cfg):
     """(ok, message) for sampling, data, device, seed and the tokenizer's training fields."""
     return [
@@ -69,8 +75,7 @@ def run_checks(cfg):
          f"sample.temperatures must be finite numbers above 0 (got {cfg.sample.temperatures})"),
         (cfg.sample.batch_size >= 1 and cfg.sample.per_class >= 1,
          "sample.batch_size and sample.per_class must be at least 1"),
-        (cfg.data.image_size in FOLDER_IMAGE_SIZES,
-         f"data.image_size must be a multiple of 4 from 16 to 128 (got {cfg.data.image_size})"),
+        image_size_check(cfg.data),
         (cfg.data.channels in (1, 3), f"data.channels must be 3 (RGB) or 1 (grey) (got {cfg.data.channels})"),
         (cfg.data.train_limit >= 0 and cfg.data.test_limit >= 0,
          "data.train_limit and data.test_limit must be 0 (all) or positive"),

@@ -3,11 +3,13 @@ subfolders, named by their folder; images may sit deeper inside a class folder) 
 class, an unconditional model).
 
 Every image goes through the same steps, so a folder of mixed files trains as one dataset:
-  first frame (an animated GIF's first), 16-bit grey scaled to 8 bits, any transparency (RGBA, LA, a palette with a
+  first frame (an animated GIF's first), turned upright by its EXIF orientation (as every photo viewer shows a
+  phone's picture), 16-bit grey scaled to 8 bits (by its type, never by its own brightest pixel), any transparency (RGBA, LA, a palette with a
   transparent colour) composited over `background`, then RGB (CMYK, YCbCr and palettes converted) or grey
   (channels=1), a centre crop to a square, and an antialiased (Lanczos) resize to image_size x image_size; smaller
   images are enlarged the same way.
-Files whose extension Pillow does not read are ignored (a README, .DS_Store); a file with an image extension that
+Files whose extension Pillow does not read are ignored (a README, .DS_Store), and so are the folders NAS systems fill
+with thumbnails of every image (@eaDir, ...), which would put near-copies on both sides of the split; a file with an image extension that
 cannot be decoded stops the run and is named: skipping it would train on another dataset than the folder shows.
 
 The split is fixed by file names: in sorted order of relative paths, every tenth image (the 10th, 20th, ...) is
@@ -21,14 +23,16 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, ImageColor
+from PIL import Image, ImageColor, ImageOps
 
 from pipeline.errors import CheckpointError, DataError
 from pipeline.files import atomic_save, load_file
 
 MIN_IMAGES = 10          # at least one validation image (every tenth)
 VALIDATION_EVERY = 10
-CACHE_VERSION = 1        # bump when the preprocessing changes, so old caches are decoded again
+CACHE_VERSION = 2        # bump when the preprocessing changes, so old caches are decoded again
+# folders NAS systems and file managers fill with thumbnails and deleted files: never images of the dataset
+LITTER_FOLDERS = {"@eaDir", "#recycle", "@Recycle", "#snapshot", ".@__thumb", "@__thumb", "$RECYCLE.BIN"}
 
 
 def image_extensions():
@@ -41,7 +45,7 @@ def _images_under(folder, extensions):
     """Relative paths (to `folder`) of the image files below it, sorted; hidden files and folders skipped."""
     found = []
     for current, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in LITTER_FOLDERS)
         found += [os.path.relpath(os.path.join(current, n), folder) for n in names
                   if not n.startswith(".") and os.path.splitext(n)[1].lower() in extensions]
     return sorted(found)
@@ -56,7 +60,7 @@ def scan(folder):
         what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
         raise DataError(f"data.folder={folder} {what}; give a folder of images (class subfolders for classes)")
     extensions = image_extensions()
-    entries = sorted(e for e in os.listdir(folder) if not e.startswith("."))
+    entries = sorted(e for e in os.listdir(folder) if not e.startswith(".") and e not in LITTER_FOLDERS)
     class_dirs = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
     loose = [e for e in entries if os.path.splitext(e)[1].lower() in extensions
              and os.path.isfile(os.path.join(folder, e))]
@@ -74,6 +78,11 @@ def scan(folder):
                 raise DataError(f"class folder {os.path.join(folder, name)} holds no images; add some or remove it")
             files += [(os.path.join(name, path), label) for path in inside]
         class_names = tuple(class_dirs)
+    dangling = [path for path, _ in files if not os.path.exists(os.path.join(folder, path))]
+    if dangling:
+        raise DataError(f"{os.path.join(folder, dangling[0])} is a link to a file that does not exist"
+                        f"{f' (and {len(dangling) - 1} more)' if len(dangling) > 1 else ''}; remove it or restore "
+                        f"its target")
     if len(files) < MIN_IMAGES:
         raise DataError(f"{folder} holds {len(files)} image{'s' * (len(files) != 1)} Pillow can read; a dataset needs "
                         f"at least {MIN_IMAGES} (every tenth is kept for validation)")
@@ -102,9 +111,11 @@ def background_rgb(background):
 def to_array(image, image_size, channels, background):
     """One opened PIL image -> uint8 array (channels, image_size, image_size), by the steps in this file's docstring."""
     image.seek(0)  # an animated GIF or APNG: its first frame
+    image = ImageOps.exif_transpose(image)  # a phone's photo stored sideways, shown upright
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit or float grey: scale to 8 bits
         values = np.asarray(image, dtype=np.float64)
-        scale = 255.0 / 65535.0 if image.mode != "F" and values.max() > 255 else 1.0
+        # integer grey is 16-bit data (a 16-bit PNG or TIFF opens as I or I;16); float grey is taken as 0..255
+        scale = 255.0 / 65535.0 if image.mode != "F" else 1.0
         image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:

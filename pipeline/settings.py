@@ -7,7 +7,7 @@ import os
 
 from config import PRESETS, Config, DataConfig, PriorConfig, prior_sections
 from models.vqvae import reachable_grid_sizes
-from pipeline.checks import validate
+from pipeline.checks import image_size_check, validate
 from pipeline.datasets import DATASETS, spec_of
 from pipeline.errors import ConfigError, DataError
 
@@ -98,6 +98,9 @@ def follow_dataset(cfg, assignments=()):
     checkpoints and results into their own subfolders (MNIST, the first dataset, keeps the top folders)."""
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset data.dataset={cfg.data.dataset!r}; choose one of {', '.join(DATASETS)}")
+    size_ok, size_message = image_size_check(cfg.data)
+    if cfg.data.dataset == "folder" and not size_ok:  # checked first: the folder's token grid is computed from it
+        raise ConfigError(size_message)
     if cfg.data.dataset != "folder":
         stray = [name for name in FOLDER_ONLY if name in assigned_fields(assignments)]
         if stray:

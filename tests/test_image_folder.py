@@ -257,3 +257,41 @@ def test_the_documented_tilde_path_finds_the_folder(two_classes, monkeypatch):
     assert cfg.data.folder == two_classes and cfg.data.root == os.path.join(home, "data")
     assert cfg.checkpoint_dir.startswith(os.path.join(home, "runs")) and cfg.results_dir.startswith(os.path.join(home, "res"))
     assert cli.user_path("~/s.npz") == os.path.join(home, "s.npz")  # --save, --out, --vqvae, ... the same way
+
+
+# --- what a hostile folder held (each of these trained on wrong pixels or ended in a traceback before) --------------
+
+def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    pixels = np.zeros((16, 16, 3), dtype=np.uint8)
+    pixels[:, :8] = (255, 0, 0)  # stored: red left half, blue right half
+    pixels[:, 8:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 3  # "rotate 180" as a phone writes it: shown with blue on the left
+    out = decode_one(tmp_path, "phone.png", pixels, exif=exif)
+    assert tuple(out[:, 8, 0]) == (0, 0, 255) and tuple(out[:, 8, 15]) == (255, 0, 0)
+
+
+def test_a_dark_sixteen_bit_image_stays_dark(tmp_path):
+    dark = np.full((16, 16), 200, dtype=np.uint16)  # 200 of 65535: nearly black
+    path = str(tmp_path / "dark.png")
+    Image.fromarray(dark).save(path)
+    assert image_folder.decode(path, 16, 1, (255, 255, 255)).max() == 1  # 200 / 257, not 200
+
+
+def test_nas_thumbnail_folders_are_not_data(two_classes):
+    for where in ("cat/@eaDir/00.png", "@eaDir/cat/00.png", "dog/#recycle/old.png"):
+        save(os.path.join(two_classes, where), solid(16, (0, 200, 0)))
+    names, files = image_folder.scan(two_classes)
+    assert names == ("cat", "dog") and len(files) == 24 and not any("@" in p or "#" in p for p, _ in files)
+
+
+def test_a_dangling_link_is_named_in_one_line(two_classes):
+    os.symlink("/nowhere/gone.png", os.path.join(two_classes, "cat", "link.png"))
+    with pytest.raises(DataError, match="link.png is a link to a file that does not exist"):
+        image_folder.scan(two_classes)
+
+
+@pytest.mark.parametrize("size", [3, 0, -4])
+def test_a_tiny_image_size_is_a_config_error_not_a_traceback(two_classes, tmp_path, size):
+    with pytest.raises(ConfigError, match="data.image_size must be a multiple of 4"):
+        folder_cfg(two_classes, tmp_path, image_size=size)
