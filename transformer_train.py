@@ -26,6 +26,7 @@ from models.prior import prior_class, priors_with, registered
 from pipeline import cli, devices, distributed, figures, sampling, settings, token_cache, training
 from pipeline.checkpoint import build_prior, dataset_of, default_path, load_vqvae, tokenizer_path
 from pipeline.errors import CheckpointError
+from pipeline.files import run_in_progress
 from pipeline.training_run import TrainingRun, launch
 
 
@@ -127,6 +128,10 @@ def check_same_images(vqvae_ckpt, vqvae_path, spec):
 def tokenizer_and_tokens(cfg, spec, prior_cls, vqvae_path, device):
     """The tokenizer (checked to suit the prior), its fingerprint, and the dataset's (tokens_NL, labels_N) for
     training and validation, encoded once and cached."""
+    holder = run_in_progress(vqvae_path)
+    if holder:  # its checkpoint is an epoch's snapshot: the prior would learn the tokens of a tokenizer that moves on
+        raise CheckpointError(f"{vqvae_path} is still being trained ({holder}); train the prior once "
+                              f"vqvae_train.py has finished")
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset=cfg.data.dataset, preset=cfg.preset)
     check_tokenizer(prior_cls, vqvae, vqvae_path, cfg.data.dataset, cfg.preset)
     check_same_images(vqvae_ckpt, vqvae_path, spec)

@@ -132,6 +132,25 @@ class RunLock:
         return False
 
 
+def run_in_progress(checkpoint_path):
+    """Who is training into checkpoint_path right now (the text its RunLock holds), or None."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: runs are not locked there
+        return None
+    try:
+        handle = open(f"{checkpoint_path}.lock")
+    except OSError:  # no lock file: no run has trained there, or it cannot be read
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 # --- torch files: saved atomically, loaded as data ---------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from pipeline import settings
 from pipeline.checkpoint import load_vqvae
 from pipeline.files import RunLock, remove_stale_temps
 from pipeline.token_cache import load_or_build_tokens
-from script_runs import ENV, REPO, assert_one_line_error, dirs_of, finish, run, run_in_process, start
+from script_runs import ENV, REPO, assert_one_line_error, copy_run, dirs_of, finish, run, run_in_process, start
 
 EPOCHS = 3
 
@@ -106,6 +106,14 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_while_the_first_holds_it
         result = run("vqvae_train.py", *dirs, check=False)
     assert_one_line_error(result, "another run", "vqvae.pt", "checkpoint_dir")
     assert not (tmp_path / "ck" / "vqvae.pt").exists()
+
+
+def test_a_prior_is_not_trained_on_a_tokenizer_that_is_still_training(trained_tokenizers, tmp_path):
+    copy_run(trained_tokenizers[0], tmp_path)  # an epoch's snapshot on disk, its run still going
+    with RunLock(str(tmp_path / "ck" / "vqvae.pt")):
+        result = run_in_process("transformer_train.py", *dirs_of(tmp_path), check=False)
+    assert_one_line_error(result, "vqvae.pt is still being trained", "once vqvae_train.py has finished")
+    assert not (tmp_path / "ck" / "gpt.pt").exists()
 
 
 def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
