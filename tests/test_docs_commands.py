@@ -106,3 +106,13 @@ def test_the_figures_readme_quotes_stand_in_the_results_sections_it_links():
             figures = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", text)
             missing += [(anchor, f) for f in figures if f not in sections[anchor]]
     assert not missing, missing
+
+
+def test_results_contents_links_every_section_and_only_sections():
+    text = open(os.path.join(REPO, "RESULTS.md"), encoding="utf-8").read()
+    contents = text[:text.index("\n## ")]
+    linked = set(re.findall(r"\]\(#([\w\-]+)\)", contents))
+    headings = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                for h in re.findall(r"^## (.*)$", text, flags=re.M)}
+    assert linked <= headings, f"links to no section: {linked - headings}"
+    assert headings <= linked, f"sections the contents do not list: {headings - linked}"
