@@ -42,7 +42,7 @@ def repo_imports(module):
 
 
 def test_the_top_level_holds_the_scripts_and_config_only():
-    assert SCRIPTS == ["benchmark", "evaluate", "generator", "transformer_train", "vqvae_train"], \
+    assert SCRIPTS == ["benchmark", "demo", "evaluate", "generator", "transformer_train", "vqvae_train"], \
         "shared code belongs in pipeline/, a network module in models/; a new script goes in docs/layout.md"
 
 
