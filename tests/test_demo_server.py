@@ -196,6 +196,18 @@ def test_an_edit_of_a_painted_region_of_a_drawn_picture(client):
     assert checked["png"].startswith("data:image/png")
 
 
+def test_a_colour_model_reads_a_picture_as_rgb_over_white():
+    image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # transparent, as an emoji's corners
+    image.putpixel((1, 2), (255, 0, 0, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    pixels = demo_requests.picture(base64.b64encode(buffer.getvalue()).decode(), (3, 8, 8))
+    assert pixels.shape == (3, 8, 8) and pixels.dtype == torch.uint8
+    assert pixels[:, 2, 1].tolist() == [255, 0, 0] and pixels[:, 0, 0].tolist() == [255, 255, 255]
+    grey = demo_requests.picture(base64.b64encode(buffer.getvalue()).decode(), (1, 8, 8))
+    assert grey.shape == (1, 8, 8)
+
+
 def test_complete_keeps_every_cell_before_the_first_painted_one():
     painted = torch.zeros(4, 4, dtype=torch.bool)
     painted[2, 1] = True
