@@ -219,7 +219,10 @@ def command_line():
     parser.add_argument("--steps", default=",".join(map(str, STEP_COUNTS)),
                         help="reverse-step counts for the priors that have them")
     parser.add_argument("--report", action="store_true", help="write RESULTS.md (implies --sweep)")
-    parser.add_argument("--out", default="RESULTS.md", type=cli.user_path, help="where --report and --utilization write")
+    parser.add_argument("--out", default=None, type=cli.user_path,
+                        help="where --report, --retrain --report and --utilization write (default: the repo's "
+                             "RESULTS.md for a built-in dataset, RESULTS.md in the run's results folder for a folder "
+                             "of images)")
     parser.add_argument("--utilization", action="store_true",
                         help="MFU of sampling and training against this device's matmul peak (untrained models of "
                              "the config; no checkpoints needed), written into --out")
@@ -235,9 +238,18 @@ def command_line():
     return parser
 
 
+def report_file(cfg, out):
+    """--out, else RESULTS.md: the repo's for the built-in datasets, and for a folder of images one beside that
+    folder's results, so a user's own figures never land in the repo's tracked page."""
+    if out:
+        return out
+    return os.path.join(cfg.results_dir, "RESULTS.md") if cfg.data.dataset == "folder" else "RESULTS.md"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, cfg = cli.parse_config(command_line(), argv)
+    args.out = report_file(cfg, args.out)
     with cli.one_line_errors():
         args.steps = positive_ints(args.steps)
         if args.steps is None:
@@ -287,7 +299,8 @@ def run(cfg, args, argv):
     temperatures = [float(t) for t in args.temperatures.split(",")]
     sweep = temperature_sweep(first["prior"], first["vqvae"], cfg, device, dtype, temperatures, args.n)
     # --report: beside the report (_writeup_images/[<dataset>/]), so the report's relative link finds it
-    plot_path = os.path.join(os.path.dirname(args.out), "_writeup_images", datasets.spec_of(cfg.data).folder,
+    own_folder = "" if cfg.data.dataset == "folder" else datasets.spec_of(cfg.data).folder  # folder: out is its own
+    plot_path = os.path.join(os.path.dirname(args.out), "_writeup_images", own_folder,
                              "temperature_sweep.png") if args.report else \
         os.path.join(cfg.results_dir, "benchmark", "temperature_sweep.png")
     figures.plot_sweep(sweep, plot_path)

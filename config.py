@@ -150,6 +150,10 @@ class Config:
     amp: str = "auto"              # auto | off | bf16 | fp16 (auto: MPS fp16, CUDA bf16/fp16, CPU bf16 if native)
     checkpoint_dir: str = "checkpoints"
     results_dir: str = "_results"
+    # a subfolder of the dataset's checkpoints and results, so runs of other recipes sit side by side: by default
+    # none for a dataset's own presets (mnist, mnist_var, emoji, ...) and the preset's name for the others
+    # (checkpoints/mnist_7x7x1/); --set run=NAME keeps a recipe of your own apart (--set run= : the dataset's folder)
+    run: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
     vqvae_train: VQVAETrainConfig = field(default_factory=VQVAETrainConfig)

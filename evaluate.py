@@ -22,13 +22,14 @@ set (the best any prior on this tokenizer can do).
 """
 import json
 import os
+import sys
 import time
 
 import torch
 
 import config
-from pipeline import cli, data, datasets, devices, metrics, sampling, tokenizer_metrics
-from pipeline.checkpoint import default_path, load_pair, load_vqvae, prior_path, tokenizer_path
+from pipeline import cli, data, datasets, devices, metrics, sampling, settings, tokenizer_metrics
+from pipeline.checkpoint import check_dataset, default_path, load_pair, load_vqvae, prior_path, tokenizer_path
 
 from pipeline.errors import FlagError
 from pipeline.image_files import MIN_SAMPLES, read_images
@@ -144,6 +145,16 @@ def score(cfg, args):
             return None
     if args.reconstructions:
         return score_reconstructions(cfg, args, device)
+    path = prior_path(cfg, args.prior or "gpt")
+    prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
+    if not args.samples:  # drawn here: on the dataset, and at the settings, of the preset the prior was trained with
+        prior, vqvae, ckpt = load_pair(path, args.vqvae, device, compile=cfg.sample.compile)
+        trained = settings.config_of_checkpoint(cfg, ckpt, args.overrides)
+        check_dataset(ckpt, path, trained.data.dataset)
+        if trained is not cfg:
+            print(f"{path} was trained with --preset {trained.preset}: drawing with its dataset and settings",
+                  file=sys.stderr)
+        cfg = trained
     spec = datasets.spec_of(cfg.data)
     # checked before any work
     samples = read_samples(args.samples, spec.image_shape, spec.num_classes) if args.samples else None
@@ -151,11 +162,10 @@ def score(cfg, args):
     classifier = metrics.load_classifier(scoring_with, device, spec)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     _, test_feats = metrics.classify(classifier, test_images, device)
-    path = prior_path(cfg, args.prior or "gpt")
     rows, info = {}, {"device": str(device), "classifier": os.path.relpath(scoring_with)}
-    prior = vqvae = None  # each checkpoint is loaded once and serves every row that needs it
-    if samples is None or os.path.exists(path):
+    if samples is not None and os.path.exists(path):
         prior, vqvae, _ = load_pair(path, args.vqvae, device, dataset=spec.name, compile=cfg.sample.compile)
+    if prior is not None:
         sampling.check_steps(prior, args.steps)
         if prior.exact_likelihood:
             info["likelihood"] = metrics.test_likelihood(prior, vqvae, test_images, test_labels, device)

@@ -30,8 +30,8 @@ from types import SimpleNamespace
 import torch
 
 from models.prior import priors_with
-from pipeline import cli, data, datasets, devices, figures, sampling
-from pipeline.checkpoint import load_pair, prior_path
+from pipeline import cli, data, datasets, devices, figures, sampling, settings
+from pipeline.checkpoint import check_dataset, load_pair, prior_path
 from pipeline.errors import CheckpointError, FlagError
 from pipeline.sampling import EDITS, check_sampling_flags, flag
 
@@ -123,9 +123,10 @@ def main(argv=None):
 def generate(cfg, args, mode):
     devices.seed_everything(cfg.seed)
     device = devices.pick_device(cfg.device)
+    path = prior_path(cfg, args.prior)
+    prior, vqvae, ckpt = load_pair(path, args.vqvae, device, compile=cfg.sample.compile)
+    cfg = trained_config(cfg, ckpt, path, args)
     dtype = devices.amp_dtype(device, cfg.amp)
-    prior, vqvae, ckpt = load_pair(prior_path(cfg, args.prior), args.vqvae, device, dataset=cfg.data.dataset,
-                                   compile=cfg.sample.compile)
     sampling.check_steps(prior, args.steps)
     temperature, guidance = sampling.sampling_point(cfg, prior, args)
     top_k, batch_size = cli.shorthand_value(cfg, args, "top_k"), cli.shorthand_value(cfg, args, "batch_size")
@@ -137,6 +138,16 @@ def generate(cfg, args, mode):
         out_dir=args.out or os.path.join(cfg.results_dir, "generator"), tag=prior.output_prefix)
     print(f"{prior.kind} prior trained {ckpt['epoch']} epochs; {devices.in_words(device, dtype)}")
     {"show_process": show_process, "edit": edit, "save": save, "grids": grids}[mode](run)
+
+
+def trained_config(cfg, ckpt, path, args):
+    """The preset the prior was trained with, under this command's overrides (its dataset, class names and sampling
+    settings); said in a line when it is not the preset this command names."""
+    trained = settings.config_of_checkpoint(cfg, ckpt, args.overrides)
+    check_dataset(ckpt, path, trained.data.dataset)  # a --set data.dataset= that contradicts the checkpoint
+    if trained is not cfg:
+        print(f"{path} was trained with --preset {trained.preset}: drawing with its dataset and settings")
+    return trained
 
 
 def show_process(run):

@@ -84,8 +84,11 @@ def check_dataset(ckpt, path, dataset):
     """Refuse a checkpoint of another dataset than this run's (dataset=None: any)."""
     found = dataset_of(ckpt)
     if dataset is not None and found != dataset:
-        raise CheckpointError(f"{path} was trained on {found}, but this run is on {dataset}; "
-                              f"run with --set data.dataset={found} (or train one for {dataset})")
+        preset = ckpt["preset"] if ckpt.get("preset") in config_module.PRESETS else found
+        flags = f"--preset {preset}" if settings.preset_dataset(preset) == found else \
+            f"--preset {preset} --set data.dataset={found}"
+        raise CheckpointError(f"{path} was trained on {found}, but this run is on {dataset}; run with {flags} "
+                              f"(or train one for {dataset})")
 
 
 def load_vqvae(path, device="cpu", dataset=None, preset=None):
@@ -171,6 +174,7 @@ def load_pair(prior_path, vqvae_path=None, device="cpu", dataset=None, compile=F
     compile=True: compiled for sampling (config sample.compile)."""
     prior, prior_ckpt = load_prior(prior_path, device)
     check_dataset(prior_ckpt, prior_path, dataset)
+    dataset = dataset or dataset_of(prior_ckpt)  # its tokenizer was trained on the same images
     vqvae_path = vqvae_path or find_tokenizer(prior_path, prior_ckpt)
     vqvae, vqvae_ckpt = load_vqvae(vqvae_path, device, dataset)
     if prior_ckpt["tokenizer_id"] != vqvae_ckpt["tokenizer_id"]:

@@ -67,6 +67,8 @@ def image_size_check(data_cfg):
 def run_checks(cfg):
     """(ok, message) for sampling, data, device, seed and the tokenizer's training fields."""
     return [
+        (re.fullmatch(r"[\w.+-]*", cfg.run) is not None and cfg.run not in (".", ".."),
+         f"run={cfg.run!r} must be a plain folder name (letters, digits, . _ + -), e.g. run=rvq"),
         (cfg.diffusion.noise in ("mask", "uniform"),
          f"diffusion.noise must be mask or uniform (got {cfg.diffusion.noise!r})"),
         (cfg.diffusion.steps >= 1, f"diffusion.steps must be at least 1 (got {cfg.diffusion.steps})"),

@@ -33,13 +33,15 @@ def file_digest(path, algorithm):
     return digest.hexdigest()
 
 
-VERIFIED = ".verified.json"  # per folder: file name -> [size, modification time, MD5] of the files already checked
+# per folder: file name -> [size, modification time, change time, inode, MD5] of the files already checked
+VERIFIED = ".verified.json"
 
 
 def verify_once(folder, names, md5):
     """Check each file against its known MD5, whichever path put it there (torchvision, a fallback, a user's copy),
-    once: a checked file is remembered by its size and modification time, and checked again when either changes.
-    A file of noise with an intact header would otherwise train without a word."""
+    once: a checked file is remembered by its size, modification time, change time and inode, and checked again
+    when any changes (a file rewritten in place gets a new change time even when its modification time is put
+    back). A file of noise with an intact header would otherwise train without a word."""
     import json
     record_path = os.path.join(folder, VERIFIED)
     try:
@@ -51,7 +53,7 @@ def verify_once(folder, names, md5):
     for name in names:
         path = os.path.join(folder, name)
         stat = os.stat(path)
-        seen = [stat.st_size, stat.st_mtime_ns, md5[name]]
+        seen = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, md5[name]]
         if record.get(name) == seen:
             continue
         if file_md5(path) != md5[name]:
@@ -171,6 +173,8 @@ EMOJI_PACKAGES = {"google": "emoji-datasource-google@16.0.0",    # Noto Emoji im
 # the SHA-1 of each package's tarball, as the npm registry lists it (`npm view PACKAGE dist.shasum`)
 EMOJI_SHA1 = {"emoji-datasource-google@16.0.0": "a80ac3e8106cbd4d8648ce758aa099e8827b6157",
               "emoji-datasource-twitter@16.0.0": "e2bd39a8acb77e158106f8249dd7b4cd93fa1b14"}
+# the SHA-256 of the emoji folder's paths and pixels as made from the two packages (emoji_images_digest)
+EMOJI_IMAGES_SHA256 = "5b8a0547dd99867ef0ccd55334936df7f1df1eaadf549740f68492a10b919432"
 EMOJI_SKIPPED_CATEGORIES = ("Component",)  # skin-tone swatches and hair parts, not pictures
 
 
@@ -239,11 +243,68 @@ def unpack_npm_package(package, tmp, members=None, sha1=None):
     return os.path.join(tmp, "package")
 
 
+def emoji_images_digest(folder):
+    """SHA-256 of the emoji folder as the models see it: every image's path and decoded RGB pixels, in sorted order
+    (PNG bytes could differ between Pillow versions; the pixels are exact, see emoji_pixels)."""
+    import numpy as np
+    from PIL import Image
+    digest = hashlib.sha256()
+    for category in sorted(os.listdir(folder)):
+        if category.startswith("."):
+            continue
+        for name in sorted(os.listdir(os.path.join(folder, category))):
+            with Image.open(os.path.join(folder, category, name)) as image:
+                digest.update(f"{category}/{name}\0".encode() + np.asarray(image.convert("RGB")).tobytes())
+    return digest.hexdigest()
+
+
+def folder_stat_key(folder):
+    """Every file's path, size, modification and change time and inode under folder: what tells whether it changed
+    since it was last checked (a rewrite in place gets a new change time even with its modification time put back)."""
+    digest = hashlib.sha256()
+    for where, dirs, files in sorted(os.walk(folder)):
+        dirs.sort()
+        for name in sorted(f for f in files if not f.startswith(".")):
+            stat = os.stat(os.path.join(where, name))
+            digest.update(f"{os.path.relpath(os.path.join(where, name), folder)}\0{stat.st_size}\0{stat.st_mtime_ns}"
+                          f"\0{stat.st_ctime_ns}\0{stat.st_ino}\n".encode())
+    return digest.hexdigest()
+
+
+def verify_emoji_folder(folder, just_made=False):
+    """The emoji images against their known pixel checksum, once: checked again only when a file changes."""
+    record = os.path.join(folder, VERIFIED)
+    key = folder_stat_key(folder)
+    try:
+        with open(record) as f:
+            if f.read() == key:
+                return
+    except OSError:
+        pass
+    try:
+        found = emoji_images_digest(folder)
+    except OSError:  # an image no longer decodes
+        found = None
+    if found != EMOJI_IMAGES_SHA256:
+        if just_made:
+            raise DataError("the emoji images made from the two packages do not match their known checksum (the "
+                            "packages passed theirs: is this Pillow able to decode their PNGs exactly?)")
+        raise DataError(f"the emoji images in {folder} do not match their known checksum (a damaged, altered, added "
+                        f"or missing file); delete {os.path.dirname(folder)} and run again to make them anew")
+    try:
+        with open(record + ".part", "w") as f:
+            f.write(key)
+        os.replace(record + ".part", record)
+    except OSError:
+        pass  # a read-only data folder: checked again next time, which is only slower
+
+
 def emoji_folder(root):
     """root/emoji/images/<category>/*.png (32x32 RGB), made once from the two npm packages and renamed into place
     whole, so a half-made folder is never used."""
     folder = os.path.join(root, "emoji", "images")
     if os.path.isdir(folder):
+        verify_emoji_folder(folder)
         return folder
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(folder)) as tmp:
@@ -258,5 +319,6 @@ def emoji_folder(root):
                 raise DataError(f"could not get the emoji images ({e}); they come from the npm package {package}")
             write_emoji_images(package_dir, vendor, images)
             shutil.rmtree(unpacked)
+        verify_emoji_folder(images, just_made=True)  # before it is put in place: a folder that fails is never used
         os.replace(images, folder)
     return folder

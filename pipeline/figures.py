@@ -1,5 +1,7 @@
 """The pictures a person looks at: sample grids with each row's class name, reverse-process strips and GIFs, loss
 curves and sweep plots. Every file goes through files.atomic_write."""
+import os
+
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -25,9 +27,22 @@ def grid_picture(images_BCHW, nrow, row_names=None):
     return picture if row_names is None else with_row_names(picture, row_names, images_BCHW.shape[-2] + 2)
 
 
+def name_font(names, size=11):
+    """(font, names) to draw row names with: Pillow's built-in font for ASCII names, as grids always were;
+    matplotlib's DejaVu Sans (Latin, Greek, Cyrillic and more) for names beyond ASCII, which the built-in font
+    draws as boxes; a character neither has is drawn as '?', still not a box."""
+    if all(name.isascii() for name in names):
+        return ImageFont.load_default(size=size), list(names)
+    import matplotlib
+    from matplotlib.ft2font import FT2Font
+    path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    covered = set(FT2Font(path).get_charmap())
+    return ImageFont.truetype(path, size), ["".join(c if ord(c) in covered else "?" for c in name) for name in names]
+
+
 def with_row_names(picture, names, row_height, pad=2):
     """The picture with a white margin on its left holding one name per row of tiles."""
-    font = ImageFont.load_default(size=11)
+    font, names = name_font(names)
     draw = ImageDraw.Draw(picture)
     width = max(int(draw.textlength(name, font=font)) for name in names) + 8
     canvas = Image.new("RGB", (picture.width + width, picture.height), "white")

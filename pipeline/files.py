@@ -75,6 +75,34 @@ def ensure_folder(folder):
     make_folder(os.path.join(folder, "any file"))
 
 
+def missing_folders(*folders):
+    """The folders (and their parents) that do not exist yet, deepest first: what a run makes and, should it fail
+    before writing anything into them, takes away again (remove_empty_folders)."""
+    missing = []
+    for folder in folders:
+        folder = os.path.abspath(folder)
+        while folder and not os.path.exists(folder) and folder not in missing:
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+    return sorted(missing, key=len, reverse=True)
+
+
+def remove_file(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass  # gone already, or never made
+
+
+def remove_empty_folders(folders):
+    """Remove each folder that is empty (deepest first); a folder something was written into stays."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty, or gone already
+
+
 def atomic_write(path, write):
     """write(temp_path) writes the file; then it replaces `path` in one rename. On any OS error the old file is kept,
     the temp file removed, and a WriteError names the folder."""

@@ -51,6 +51,24 @@ def _images_under(folder, extensions):
     return sorted(found)
 
 
+def skipped_note(folder, extensions):
+    """What a folder holds that is not read as images, by kind, for the message of a folder with too few:
+    '; skipped 12 .heic files (a kind Pillow cannot open: convert them to PNG or JPEG)', or ''."""
+    kinds = {}
+    for current, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in LITTER_FOLDERS]
+        for name in names:
+            kind = os.path.splitext(name)[1].lower() or "extension-less"
+            if not name.startswith(".") and kind not in extensions:
+                kinds[kind] = kinds.get(kind, 0) + 1
+    if not kinds:
+        return ""
+    common = sorted(kinds.items(), key=lambda item: -item[1])[:3]
+    listed = ", ".join(f"{count} {kind} file{'s' * (count != 1)}" for kind, count in common)
+    return f"; skipped {listed}{' and others' if len(kinds) > 3 else ''} (kinds Pillow cannot open: convert them to " \
+           f"PNG or JPEG)"
+
+
 def scan(folder):
     """(class_names, files): files is a sorted list of (path relative to folder, class id). Raises DataError with
     what to do for a folder that is missing, empty, mixed or too small."""
@@ -75,7 +93,9 @@ def scan(folder):
         for label, name in enumerate(class_dirs):
             inside = _images_under(os.path.join(folder, name), extensions)
             if not inside:
-                raise DataError(f"class folder {os.path.join(folder, name)} holds no images; add some or remove it")
+                where = os.path.join(folder, name)
+                raise DataError(f"class folder {where} holds no images{skipped_note(where, extensions)}; add some or "
+                                f"remove it")
             files += [(os.path.join(name, path), label) for path in inside]
         class_names = tuple(class_dirs)
     dangling = [path for path, _ in files if not os.path.exists(os.path.join(folder, path))]
@@ -84,19 +104,40 @@ def scan(folder):
                         f"{f' (and {len(dangling) - 1} more)' if len(dangling) > 1 else ''}; remove it or restore "
                         f"its target")
     if len(files) < MIN_IMAGES:
-        raise DataError(f"{folder} holds {len(files)} image{'s' * (len(files) != 1)} Pillow can read; a dataset needs "
-                        f"at least {MIN_IMAGES} (every tenth is kept for validation)")
+        raise DataError(f"{folder} holds {len(files)} image{'s' * (len(files) != 1)} Pillow can read"
+                        f"{skipped_note(folder, extensions)}; a dataset needs at least {MIN_IMAGES} (every tenth is "
+                        f"kept for validation)")
+    training = {label for i, (_, label) in enumerate(files) if i % VALIDATION_EVERY != VALIDATION_EVERY - 1}
+    untrained = [name for label, name in enumerate(class_names) if label not in training]
+    if untrained:  # a prior asked for such a class draws what it never saw
+        raise DataError(f"class folder {os.path.join(folder, untrained[0])} has no training image (every tenth file, "
+                        f"in sorted order, is kept for validation, and it holds only those)"
+                        f"{f' (and {len(untrained) - 1} more such classes)' if len(untrained) > 1 else ''}; add "
+                        f"images to it or remove it")
     return class_names, files
 
 
 def content_key(folder, files, settings):
-    """12 hex digits naming the folder's contents (relative path, size, modification time of every image) and the
-    preprocessing settings: equal keys mean equal decoded tensors."""
+    """12 hex digits naming the folder's contents and the preprocessing settings: equal keys mean equal decoded
+    tensors. Each image counts by its relative path, size, modification time, and its inode and change time: a
+    file rewritten in place with its old size and modification time put back (os.utime, touch -r, a restore that
+    keeps times) still gets a new change time, which no user call can set. Reading every byte of every image each
+    run would catch the rest (a disk flipping bits under an unchanged inode), at the price of reading the whole
+    folder before every run; the stat fields cost nothing."""
     digest = hashlib.sha256(repr((CACHE_VERSION, settings)).encode())
     for path, label in files:
         stat = os.stat(os.path.join(folder, path))
-        digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}\n"
+                      .encode())
     return digest.hexdigest()[:12]
+
+
+def tensors_digest(*tensors):
+    """SHA-1 of the tensors' bytes: what a cache stores beside them, and checks when it is read."""
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def background_rgb(background):
@@ -133,16 +174,46 @@ def to_array(image, image_size, channels, background):
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded: its path and the decoder's reason."""
+    def __init__(self, path, reason):
+        super().__init__(f"cannot read {path} ({reason}); the run stops rather than train on a different set than "
+                         f"the folder holds: remove or replace the file and run again")
+        self.path, self.reason = path, reason
+
+
 def decode(path, image_size, channels, background):
-    """One image file -> uint8 (C, S, S); a DataError naming the file when it cannot be decoded."""
+    """One image file -> uint8 (C, S, S); UnreadableImage naming the file when it cannot be decoded."""
     try:
         with Image.open(path) as image:
             image.load()  # decodes now: a truncated or corrupt file fails here, not halfway through training
             return to_array(image, image_size, channels, background)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot read {path} ({reason}); the run stops rather than train on a different set than "
-                        f"the folder holds: remove or replace the file and run again") from None
+        raise UnreadableImage(path, reason) from None
+
+
+NAMED_FAILURES = 3  # unreadable files named in the one-line error; the rest are counted
+
+
+def decode_all(paths, image_size, channels, background, progress_desc=None):
+    """Every file decoded, or one DataError naming the first few that cannot be (and how many more), so a folder
+    with several bad files is fixed in one pass, not one run per file."""
+    from tqdm import tqdm
+    arrays, failed = [], []
+    for path in tqdm(paths, desc=progress_desc, leave=False, disable=None if progress_desc else True):
+        try:
+            arrays.append(decode(path, image_size, channels, background))
+        except UnreadableImage as e:
+            failed.append(e)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        named = "; ".join(f"{e.path} ({e.reason})" for e in failed[:NAMED_FAILURES])
+        more = f" and {len(failed) - NAMED_FAILURES} more" if len(failed) > NAMED_FAILURES else ""
+        raise DataError(f"cannot read {len(failed)} files: {named}{more}; the run stops rather than train on a "
+                        f"different set than the folder holds: remove or replace them and run again")
+    return arrays
 
 
 def cache_path(cache_dir, folder, key):
@@ -158,9 +229,10 @@ def read_cache(path, key):
         return None
     try:
         cached = load_file(path, what="image cache")
-        if cached.get("key") != key:
-            return None
-        return cached["images"], cached["labels"], cached["test"]
+        found = cached["images"], cached["labels"], cached["test"]
+        if cached.get("key") != key or cached.get("digest") != tensors_digest(*found):
+            return None  # stale, or its pixels changed on disk since they were decoded: decoded again
+        return found
     except (CheckpointError, AttributeError, KeyError, TypeError):
         return None
 
@@ -187,10 +259,8 @@ def decoded(folder, cache_dir, image_size, channels, background, progress=True):
     cached = read_cache(path, key)
     if cached is not None:
         return cached
-    from tqdm import tqdm
-    arrays = [decode(os.path.join(folder, rel), image_size, channels, rgb)
-              for rel, _ in tqdm(files, desc=f"decoding {len(files)} images of {folder}", leave=False,
-                                 disable=None if progress else True)]
+    arrays = decode_all([os.path.join(folder, rel) for rel, _ in files], image_size, channels, rgb,
+                        f"decoding {len(files)} images of {folder}" if progress else None)
     test = torch.arange(len(files)) % VALIDATION_EVERY == VALIDATION_EVERY - 1
     # stored in an order fixed by a hash of each file's name, not by class: the first N of a split (data.train_limit,
     # evaluate.py's real-image rows) are then a fair sample of every class
@@ -198,7 +268,8 @@ def decoded(folder, cache_dir, image_size, channels, background, progress=True):
     images = torch.from_numpy(np.stack([arrays[i] for i in order]))
     labels = torch.tensor([files[i][1] for i in order], dtype=torch.long)
     test = test[order]
-    atomic_save({"key": key, "images": images, "labels": labels, "test": test, "class_names": class_names}, path)
+    atomic_save({"key": key, "images": images, "labels": labels, "test": test, "class_names": class_names,
+                 "digest": tensors_digest(images, labels, test)}, path)
     remove_stale_caches(path)
     return images, labels, test
 

@@ -15,6 +15,7 @@ Metrics, all in the classifier's 128-d penultimate feature space, against the da
 import hashlib
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -116,6 +117,18 @@ def classifier_accuracy(model, images_uint8, labels, rotations, device):
     return torch.cat(hits).mean().item()
 
 
+def chance_note(accuracy, labels, rotations):
+    """'' for a classifier that learned something; else a warning line: its accuracy is within two standard errors
+    of always answering the most common class (or quarter turn), so figures scored with it would mean little."""
+    n = len(labels) * (ROTATIONS if rotations else 1)
+    chance = 1 / ROTATIONS if rotations else torch.bincount(labels).max().item() / len(labels)
+    if accuracy > chance + 2 * math.sqrt(chance * (1 - chance) / n):
+        return ""
+    return (f"warning: the classifier reads {accuracy:.1%} of {n} validation items right, no better than always "
+            f"answering the most common {'quarter turn' if rotations else 'class'} ({chance:.1%}): FID and accuracy "
+            f"scored with it would mean little; it needs more images, or classes that differ more")
+
+
 def train_classifier(cfg, path, batch_size=128):
     """Train the feature network once on the dataset's training split (random +-2 px shifts; a dataset of one class
     learns to tell quarter turns apart instead, Gidaris et al. 2018), report test accuracy, save atomically."""
@@ -146,6 +159,9 @@ def train_classifier(cfg, path, batch_size=128):
     atomic_save({"kind": "classifier", "dataset": spec.key, "task": "rotations" if rotations else "classes",
                  "model": {k: v.cpu() for k, v in model.state_dict().items()}, "test_accuracy": accuracy}, path)
     print(f"classifier: {path} (test accuracy {accuracy:.2%})")
+    note = chance_note(accuracy, test_labels, rotations)
+    if note:
+        print(note, file=sys.stderr)
     return model.eval()
 
 

@@ -20,11 +20,13 @@ SCRIPTS = ("vqvae_train.py", "transformer_train.py")
 def retrain_overrides(preset, overrides):
     """The --set assignments that send a retrained recipe's checkpoints and figures to folders of their own, apart
     from the user's runs: checkpoints/retrain/<preset>/ and _results/retrain/<preset>/ (under any checkpoint_dir or
-    results_dir the overrides give; the dataset's own folder is added below them as usual)."""
+    results_dir the overrides give; the dataset's own folder is added below them as usual, the preset's run folder
+    is not: the preset already names the folder)."""
     def root(field):
         given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == field]
         return given[-1] if given else getattr(config.Config, field)
-    return [f"{field}={os.path.join(root(field), 'retrain', preset)}" for field in ("checkpoint_dir", "results_dir")]
+    return [*(f"{field}={os.path.join(root(field), 'retrain', preset)}" for field in ("checkpoint_dir", "results_dir")),
+            "run="]
 
 
 def train(script_flags):

@@ -123,10 +123,21 @@ def follow_dataset(cfg, assignments=()):
             cfg.vqvae.scales = tuple(s for s in (1, 2, 3, 4, 5, 6, 8) if s <= cfg.vqvae.grid_size)
     for name in prior_sections(cfg):
         getattr(cfg, name).num_classes = spec.num_classes
-    if spec.folder:
-        cfg.checkpoint_dir = os.path.join(cfg.checkpoint_dir, spec.folder)
-        cfg.results_dir = os.path.join(cfg.results_dir, spec.folder)
+    if "run" not in assigned_fields(assignments):
+        cfg.run = preset_run(cfg.preset)
+    for folder in (spec.folder, cfg.run):
+        if folder:
+            cfg.checkpoint_dir = os.path.join(cfg.checkpoint_dir, folder)
+            cfg.results_dir = os.path.join(cfg.results_dir, folder)
     return cfg
+
+
+def preset_run(preset):
+    """The run folder a preset writes into: none for a dataset's own presets and their `_var` siblings (whose files
+    have other names: vqvae_multiscale.pt, var.pt), else the preset's name without `_var`, so `tiny` and `tiny_var`
+    share checkpoints/tiny/ as `mnist` and `mnist_var` share checkpoints/."""
+    family = preset[:-len("_var")] if preset.endswith("_var") else preset
+    return "" if family == preset_dataset(preset) else family
 
 
 def follow_quantizer(cfg, assignments=()):
@@ -154,6 +165,25 @@ def build_config(preset="mnist", overrides=(), seed=None, device=None):
     if device is not None:
         cfg.device = device
     return validate(follow_quantizer(follow_dataset(expand_user_paths(cfg), overrides), overrides))
+
+
+def config_of_checkpoint(cfg, ckpt, overrides=()):
+    """The config a prior samples with: the preset it was trained with, on the dataset it was trained on (its sampling
+    settings as that preset defines them now), under this command's --set overrides, whatever preset the command
+    names; so a checkpoint found by path never draws at another dataset's settings or with its class names. cfg
+    itself when they agree. A checkpoint older than the recorded preset keeps the command's preset, or its
+    dataset's own when it was trained on another dataset."""
+    dataset = ckpt.get("dataset", DataConfig.dataset)
+    preset = ckpt.get("preset") or (cfg.preset if dataset == cfg.data.dataset else dataset)
+    preset = preset if preset in PRESETS else cfg.preset
+    given = assigned_fields(overrides)
+    if "data.dataset" in given or (preset == cfg.preset and dataset == cfg.data.dataset):
+        return cfg  # an explicit data.dataset is the user's to give (load_pair refuses a contradiction)
+    data = ckpt.get("run_config", {}).get("data", {})
+    trained_on = [f"data.dataset={dataset}"] if dataset != preset_dataset(preset) else []
+    if dataset == "folder":
+        trained_on += [f"{name}={data[name[5:]]}" for name in FOLDER_ONLY if name[5:] in data and name not in given]
+    return build_config(preset, [*trained_on, *overrides], cfg.seed, cfg.device)
 
 
 def to_dict(section):

@@ -44,6 +44,10 @@ def resume_state(path, kind, run_config, train_section):
     comparable = {**saved, train_section: {**saved.get(train_section, {}), "epochs": epochs_now}} if saved else saved
     if comparable != run_config:
         changed = sorted(k for k in set(run_config) | set(saved) if run_config.get(k) != comparable.get(k))
+        if changed == ["data_key"]:  # the same flags: the folder's images changed under them
+            raise CheckpointError(f"{path} was trained on the folder's images as they were; files were added, "
+                                  f"removed or changed since, so this would be another run: restore them, or drop "
+                                  f"--resume (with --overwrite, or --set run=NAME to keep this one)")
         raise CheckpointError(f"{path} was trained with another config (differs in: {', '.join(changed)}); "
                               f"resume with the same --preset/--set flags or drop --resume")
     if epochs_now < ckpt["epoch"]:

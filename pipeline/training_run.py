@@ -25,7 +25,8 @@ import torch
 
 from pipeline import cli, data, datasets, devices, distributed, training
 from pipeline.errors import Diverged
-from pipeline.files import RunLock, atomic_save, ensure_folder
+from pipeline.files import (RunLock, atomic_save, ensure_folder, missing_folders, remove_empty_folders,
+                            remove_file)
 from pipeline.settings import to_dict
 
 
@@ -66,6 +67,7 @@ class TrainingRun:
     # --- before the first epoch -------------------------------------------------------------------------------------
     def __enter__(self):
         """One run at a time per checkpoint file (rank 0 holds the lock), and never over a trained model unasked."""
+        self.made_folders = missing_folders(os.path.dirname(os.path.abspath(self.ckpt_path)), self.results_dir)
         self.lock.__enter__()
         training.refuse_overwrite(self.ckpt_path, self.resume, self.overwrite)
         ensure_folder(self.results_dir)
@@ -77,7 +79,14 @@ class TrainingRun:
         return self
 
     def __exit__(self, *exc):
-        return self.lock.__exit__(*exc)
+        failed_in_new_folder = (exc[0] is not None and distributed.is_main() and not os.path.exists(self.ckpt_path)
+                                and os.path.dirname(os.path.abspath(self.ckpt_path)) in self.made_folders)
+        if failed_in_new_folder:  # its lock file goes too, removed while still held so no other run can take it
+            remove_file(self.lock.path)
+        released = self.lock.__exit__(*exc)
+        if exc[0] is not None and distributed.is_main():  # a run that failed leaves no empty folders behind
+            remove_empty_folders(self.made_folders)
+        return released
 
     def begin(self, model, optimizer, n_train):
         """Attach the model and its optimizer, to train on n_train items an epoch; with --resume put both back where
@@ -162,7 +171,7 @@ class TrainingRun:
         """The epoch's row in the history, then the checkpoint, atomically: the weights, the config that built
         them, the run config (what --resume compares), `fields`, and what resuming bit for bit needs."""
         self.history.append({"epoch": epoch, **row, "seconds": self.elapsed})
-        atomic_save({"kind": self.section, "dataset": self.cfg.data.dataset,
+        atomic_save({"kind": self.section, "dataset": self.cfg.data.dataset, "preset": self.cfg.preset,
                      "data_key": self.data_key, "config": to_dict(config_section),
                      "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                      "history": self.history, "run_config": self.run_config, **fields,

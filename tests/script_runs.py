@@ -167,8 +167,9 @@ def assert_one_line_error(result, *fragments):
 
 
 def dirs_of(root):
-    """The --set flags that put a run's checkpoints under root/ck and its figures under root/res."""
-    return ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
+    """The --set flags that put a run's checkpoints under root/ck and its figures under root/res (with no run
+    folder below them: `tiny`'s own would be ck/tiny/)."""
+    return ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}", "--set", "run="]
 
 
 def copy_run(source, root):

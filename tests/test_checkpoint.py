@@ -277,12 +277,12 @@ def test_load_pair_finds_the_single_scale_tokenizer_beside_a_diffusion_prior(sav
 def test_prior_and_tokenizer_paths(tmp_path):
     from pipeline.checkpoint import prior_path, tokenizer_path
     from models.prior import prior_class
-    cfg = settings.build_config("tiny", [f"checkpoint_dir={tmp_path}"])
+    cfg = settings.build_config("tiny", [f"checkpoint_dir={tmp_path}", "run="])
     assert prior_path(cfg, "var") == os.path.join(str(tmp_path), "var.pt")
     assert prior_path(cfg, "gpt") == os.path.join(str(tmp_path), "gpt.pt")
     diffusion = prior_class("diffusion")
     assert diffusion.checkpoint_name(cfg.diffusion) == "diffusion" and prior_path(cfg, "diffusion").endswith("diffusion.pt")
-    uniform = settings.build_config("tiny", [f"checkpoint_dir={tmp_path}", "diffusion.noise=uniform"])
+    uniform = settings.build_config("tiny", [f"checkpoint_dir={tmp_path}", "run=", "diffusion.noise=uniform"])
     assert diffusion.checkpoint_name(uniform.diffusion) == "diffusion_uniform"
     assert prior_path(uniform, "diffusion") == os.path.join(str(tmp_path), "diffusion_uniform.pt")
     assert prior_class("var").checkpoint_name(uniform.var) == "var"
@@ -290,7 +290,7 @@ def test_prior_and_tokenizer_paths(tmp_path):
     assert prior_path(cfg, "/some/where/my_prior.pt") == "/some/where/my_prior.pt"  # a path is taken as it is
     assert tokenizer_path(cfg) == os.path.join(str(tmp_path), "vqvae.pt")
     assert tokenizer_path(cfg, multiscale=True) == os.path.join(str(tmp_path), "vqvae_multiscale.pt")
-    multi = settings.build_config("tiny_var", [f"checkpoint_dir={tmp_path}"])
+    multi = settings.build_config("tiny_var", [f"checkpoint_dir={tmp_path}", "run="])
     assert tokenizer_path(multi) == os.path.join(str(tmp_path), "vqvae_multiscale.pt")
     assert tokenizer_path(multi, multiscale=False) == os.path.join(str(tmp_path), "vqvae.pt")
 

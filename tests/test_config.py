@@ -224,3 +224,49 @@ def test_any_cuda_device_of_several_is_a_valid_choice_and_a_missing_one_is_one_l
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="--device cuda:1 was asked for"):
             devices.pick_device("cuda:1")
+
+
+# --- runs of different presets side by side --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset, folder", [
+    ("mnist", "checkpoints"), ("mnist_var", "checkpoints"), ("mnist_7x7x1", "checkpoints/mnist_7x7x1"),
+    ("mnist_4x4x2", "checkpoints/mnist_4x4x2"), ("fashion_mnist", "checkpoints/fashion_mnist"),
+    ("fashion_mnist_var", "checkpoints/fashion_mnist"), ("cifar10_cpu", "checkpoints/cifar10/cifar10_cpu"),
+    ("tiny", "checkpoints/tiny"), ("tiny_var", "checkpoints/tiny")])
+def test_each_preset_writes_into_its_own_run_folder(preset, folder):
+    """A dataset's own presets (and their _var siblings, whose files have other names) keep the dataset's folder;
+    every other preset gets a folder named by it, so trying another grid never overwrites the default's run."""
+    cfg = build_config(preset)
+    assert cfg.checkpoint_dir == folder and cfg.results_dir == folder.replace("checkpoints", "_results")
+
+
+def test_a_run_name_keeps_a_recipe_of_ones_own_apart():
+    assert build_config("mnist", ["run=rvq"]).checkpoint_dir == "checkpoints/rvq"
+    assert build_config("emoji", ["run=rvq"]).checkpoint_dir == "checkpoints/emoji/rvq"
+    assert build_config("tiny", ["run="]).checkpoint_dir == "checkpoints"  # the dataset's folder itself
+    for bad in ("../x", "a/b", ".."):
+        with pytest.raises(ConfigError, match="plain folder name"):
+            build_config("mnist", [f"run={bad}"])
+
+
+def test_a_checkpoint_samples_with_the_preset_it_was_trained_with():
+    """Its dataset and the sampling settings its preset defines, under this command's overrides; the command's
+    config itself when they agree."""
+    mnist = build_config("mnist")
+    fashion_ckpt = {"preset": "fashion_mnist", "dataset": "fashion_mnist"}
+    found = settings.config_of_checkpoint(mnist, fashion_ckpt)
+    assert found.data.dataset == "fashion_mnist" and found.preset == "fashion_mnist"
+    assert (found.gpt.temperature, found.gpt.guidance) == (build_config("fashion_mnist").gpt.temperature,
+                                                            build_config("fashion_mnist").gpt.guidance)
+    assert (found.gpt.temperature, found.gpt.guidance) != (mnist.gpt.temperature, mnist.gpt.guidance)
+    mine = settings.config_of_checkpoint(mnist, fashion_ckpt, ["gpt.temperature=0.5"])
+    assert mine.gpt.temperature == 0.5 and mine.data.dataset == "fashion_mnist"
+    assert settings.config_of_checkpoint(mnist, {"preset": "mnist", "dataset": "mnist"}) is mnist
+    # older checkpoints record no preset: the command's on the same dataset, else that dataset's own
+    assert settings.config_of_checkpoint(mnist, {"dataset": "mnist"}) is mnist
+    assert settings.config_of_checkpoint(mnist, {"dataset": "emoji"}).preset == "emoji"
+    # a preset trained on another dataset by --set keeps that dataset
+    tiny_fashion = settings.config_of_checkpoint(build_config("tiny"), {"preset": "tiny", "dataset": "fashion_mnist"})
+    assert tiny_fashion.preset == "tiny" and tiny_fashion.data.dataset == "fashion_mnist"
+    # an explicit data.dataset is the user's (the checkpoint's loader refuses a contradiction)
+    assert settings.config_of_checkpoint(mnist, fashion_ckpt, ["data.dataset=mnist"]) is mnist

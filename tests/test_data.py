@@ -2,7 +2,6 @@
 checked against their checksums), the CIFAR-10 reader on a synthetic archive, the error messages, value ranges,
 batching, and the token cache."""
 import dataclasses
-import json
 import os
 import pickle
 import shutil
@@ -144,22 +143,10 @@ def test_the_dataset_entries_describe_size_channels_and_classes():
 
 # --- CIFAR-10 in its own format: a synthetic archive -------------------------------------------------------------
 
-def write_verified_record(folder, names, mtime=1_700_000_000):
-    """The record fetch.verify_once leaves beside files it has checked, for these synthetic batches: no synthetic file
-    can meet CIFAR-10's real checksums, so the test stands in a copy already checked (whole-second modification
-    times, which the archive keeps through unpacking)."""
-    record = {}
-    for name in names:
-        path = os.path.join(folder, name)
-        os.utime(path, (mtime, mtime))
-        record[name] = [os.path.getsize(path), mtime * 10 ** 9, fetch.CIFAR_BATCH_MD5[name]]
-    with open(os.path.join(folder, fetch.VERIFIED), "w") as f:
-        json.dump(record, f)
-
-
 def write_cifar_archive(root, n_per_batch=40, seed=0):
     """root/cifar-10-python.tar.gz holding cifar-10-batches-py/ with five training batches and a test batch in the
-    real pickle layout (b'data': N x 3072 uint8, b'labels': list of ints); returns the arrays written."""
+    real pickle layout (b'data': N x 3072 uint8, b'labels': list of ints); returns the arrays written and each
+    batch's MD5, for a test to stand in for CIFAR-10's real checksums (no synthetic file can meet those)."""
     rng = np.random.default_rng(seed)
     folder = os.path.join(root, "build", fetch.CIFAR_FOLDER)
     os.makedirs(folder)
@@ -172,15 +159,16 @@ def write_cifar_archive(root, n_per_batch=40, seed=0):
         written[name] = (pixels, labels)
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
         pickle.dump({b"label_names": [n.encode() for n in datasets.entry("cifar10").class_names]}, f, protocol=2)
-    write_verified_record(folder, written)
+    md5 = {name: fetch.file_md5(os.path.join(folder, name)) for name in written}
     with tarfile.open(os.path.join(root, fetch.CIFAR_ARCHIVE), "w:gz") as tar:
         tar.add(folder, arcname=fetch.CIFAR_FOLDER)
     shutil.rmtree(os.path.join(root, "build"))
-    return written
+    return written, md5
 
 
-def test_cifar_reader_unpacks_the_archive_and_reads_images_in_colour(tmp_path):
-    written = write_cifar_archive(str(tmp_path))
+def test_cifar_reader_unpacks_the_archive_and_reads_images_in_colour(tmp_path, monkeypatch):
+    written, md5 = write_cifar_archive(str(tmp_path))
+    monkeypatch.setattr(fetch, "CIFAR_BATCH_MD5", md5)
     cfg = data_cfg(tmp_path)
     cfg.dataset = "cifar10"
     images, labels = data.load_split(cfg, train=True)

@@ -35,7 +35,7 @@ def grid_width(cols, tile):
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory):
     root = tmp_path_factory.mktemp("fashion")
-    args = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}",
+    args = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}", "--set", "run=",
             "--set", "data.dataset=fashion_mnist"]
     run("vqvae_train.py", *args)
     run("transformer_train.py", *args)
@@ -91,12 +91,18 @@ def test_fashion_report_is_its_own_section_beside_the_others(fashion):
     assert (root / plot).is_file() and f"]({plot})" in section  # beside the report, linked relative to it
 
 
-def test_a_checkpoint_of_one_dataset_is_refused_on_another(fashion):
+def test_a_checkpoint_of_one_dataset_draws_on_its_own_and_is_refused_on_another(fashion, tmp_path):
+    """A prior found by path draws on the dataset it was trained on, whatever the command's preset; a data.dataset
+    the user gives that contradicts it is refused with the flags that would work."""
     root, _, _ = fashion
     ck = root / "ck" / "fashion_mnist"
-    mnist_dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
-    assert_one_line_error(run_in_process("generator.py", *mnist_dirs, "--prior", str(ck / "gpt.pt"), check=False),
-                          "fashion_mnist", "data.dataset=fashion_mnist")
+    mnist_dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}", "--set", "run="]
+    drawn = run_in_process("generator.py", *mnist_dirs, "--prior", str(ck / "gpt.pt"), "--n", "10",
+                           "--save", str(tmp_path / "s.npz"))
+    assert "drawing with its dataset and settings" in drawn.stdout and (tmp_path / "s.npz").is_file()
+    assert_one_line_error(run_in_process("generator.py", *mnist_dirs, "--set", "data.dataset=mnist",
+                                         "--prior", str(ck / "gpt.pt"), check=False),
+                          "fashion_mnist", "--preset tiny --set data.dataset=fashion_mnist")
     assert_one_line_error(run_in_process("transformer_train.py", *mnist_dirs, "--vqvae", str(ck / "vqvae.pt"),
                                          check=False), "fashion_mnist")
     assert not (root / "ck" / "gpt.pt").exists()
@@ -106,13 +112,17 @@ def test_a_checkpoint_of_one_dataset_is_refused_on_another(fashion):
 
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory):
+    """The three scripts on a synthetic CIFAR-10 archive, run in this process so that the batches' own MD5s stand in
+    for CIFAR-10's (each batch is still checked, once, as a real one is)."""
     root = tmp_path_factory.mktemp("cifar")
-    write_cifar_archive(str(root / "data"))
-    args = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}",
+    _, md5 = write_cifar_archive(str(root / "data"))
+    args = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}", "--set", "run=",
             "--set", f"data.root={root / 'data'}", "--set", "data.dataset=cifar10"]
-    run("vqvae_train.py", *args)
-    run("transformer_train.py", *args)
-    run("generator.py", *args, "--n", "20", "--save", str(root / "samples.npz"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fetch, "CIFAR_BATCH_MD5", md5)
+        run_in_process("vqvae_train.py", *args)
+        run_in_process("transformer_train.py", *args)
+        run_in_process("generator.py", *args, "--n", "20", "--save", str(root / "samples.npz"))
     return root, args
 
 

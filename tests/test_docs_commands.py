@@ -17,7 +17,7 @@ from pipeline import settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))]
-SCRIPTS = ("vqvae_train.py", "transformer_train.py", "generator.py", "evaluate.py", "benchmark.py")
+SCRIPTS = ("vqvae_train.py", "transformer_train.py", "generator.py", "evaluate.py", "benchmark.py", "demo.py")
 # the shell functions the blocks run with: a repo command prints its arguments, NUL-separated, one per line
 RECORDING = """
 record() { printf '%s\\0' "$@"; printf '\\n'; }

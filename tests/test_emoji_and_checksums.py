@@ -60,7 +60,16 @@ def test_emoji_pixels_average_each_two_by_two_block():
     assert fetch.emoji_pixels(rgba)[0, 0].tolist() == [15, 15, 15]
 
 
-def test_the_emoji_folder_is_made_from_both_vendors_and_renamed_into_place(tmp_path, monkeypatch):
+def fake_emoji_digest(tmp_path):
+    """The pixel checksum of the folder the fake packages make (as EMOJI_IMAGES_SHA256 is of the real ones)."""
+    images = tmp_path / "reference"
+    for vendor in ("google", "twitter"):
+        fetch.write_emoji_images(fake_package(str(tmp_path / f"reference_{vendor}"), vendor, EMOJIS[:2]), vendor,
+                                 str(images))
+    return fetch.emoji_images_digest(str(images))
+
+
+def test_the_emoji_folder_is_made_from_both_vendors_checked_and_renamed_into_place(tmp_path, monkeypatch):
     made = []
 
     def fake_unpack(package, tmp, members=None, sha1=None):
@@ -70,12 +79,40 @@ def test_the_emoji_folder_is_made_from_both_vendors_and_renamed_into_place(tmp_p
         return fake_package(tmp, vendor, EMOJIS[:2])
 
     monkeypatch.setattr(fetch, "unpack_npm_package", fake_unpack)
-    folder = fetch.emoji_folder(str(tmp_path))
-    assert made == ["google", "twitter"] and folder == os.path.join(str(tmp_path), "emoji", "images")
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match="known checksum"):  # the real set's checksum: these pixels are not it
+        fetch.emoji_folder(str(root))
+    assert os.listdir(root / "emoji") == []  # nothing half-made left, nothing put in place
+    monkeypatch.setattr(fetch, "EMOJI_IMAGES_SHA256", fake_emoji_digest(tmp_path))
+    made.clear()
+    folder = fetch.emoji_folder(str(root))
+    assert made == ["google", "twitter"] and folder == os.path.join(str(root), "emoji", "images")
     smileys = sorted(os.listdir(os.path.join(folder, "Smileys & Emotion")))
     assert smileys == ["google_1f600.png", "twitter_1f600.png"]
-    assert os.listdir(os.path.join(str(tmp_path), "emoji")) == ["images"]  # no temp folder left
-    assert fetch.emoji_folder(str(tmp_path)) == folder and len(made) == 2  # made once
+    assert os.listdir(root / "emoji") == ["images"]  # no temp folder left
+    assert fetch.emoji_folder(str(root)) == folder and len(made) == 2  # made once
+
+
+def test_an_emoji_image_changed_in_place_is_caught_even_with_its_times_put_back(tmp_path, monkeypatch):
+    """Checked once (a record of every file's stat), and again when a file changes: a rewrite whose modification time
+    is put back still gets a new change time."""
+    monkeypatch.setattr(fetch, "unpack_npm_package", lambda package, tmp, members=None, sha1=None: fake_package(
+        tmp, "google" if "google" in package else "twitter", EMOJIS[:2]))
+    known = fake_emoji_digest(tmp_path)
+    monkeypatch.setattr(fetch, "EMOJI_IMAGES_SHA256", known)
+    folder = fetch.emoji_folder(str(tmp_path / "data"))
+    digests = []
+    monkeypatch.setattr(fetch, "emoji_images_digest", lambda f: digests.append(f) or fetch.EMOJI_IMAGES_SHA256)
+    fetch.emoji_folder(str(tmp_path / "data"))
+    assert digests == []  # verified when made: not read again while nothing changed
+    monkeypatch.undo()
+    monkeypatch.setattr(fetch, "EMOJI_IMAGES_SHA256", known)
+    victim = os.path.join(folder, "Smileys & Emotion", "google_1f600.png")
+    stat = os.stat(victim)
+    Image.new("RGB", (32, 32), (0, 255, 0)).save(victim)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(DataError, match="do not match their known checksum"):
+        fetch.emoji_folder(str(tmp_path / "data"))
 
 
 def test_the_emoji_entry_names_its_nine_categories():
@@ -98,8 +135,10 @@ def test_a_raw_file_that_fails_its_checksum_is_refused_whoever_put_it_there(tmp_
     fetch.verify_once(str(tmp_path), names, good)
     assert len(calls) == 2
     fetch.verify_once(str(tmp_path), names, good)
-    assert len(calls) == 2  # remembered by size and modification time
-    (tmp_path / "b").write_bytes(b"\1" * 64)
+    assert len(calls) == 2  # remembered by size, modification and change time and inode
+    stat = os.stat(tmp_path / "b")
+    (tmp_path / "b").write_bytes(b"\1" * 64)  # damaged in place, same size, its modification time put back
+    os.utime(tmp_path / "b", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(DataError, match=r"b does not match the dataset's known checksum.*delete it and run again"):
         fetch.verify_once(str(tmp_path), names, good)
 

@@ -364,7 +364,8 @@ def fake_checkpoints(tmp_path):
     torch.manual_seed(0)
     atomic_save({"kind": "vqvae", "config": settings.to_dict(cfg.vqvae), "model": VQVAE(cfg.vqvae).state_dict(),
                  "tokenizer_id": "untrained"}, str(ck / "vqvae.pt"))
-    return ["--preset", "tiny", "--device", "cpu", "--set", f"checkpoint_dir={ck}", "--set", f"data.root={DATA_ROOT}"]
+    return ["--preset", "tiny", "--device", "cpu", "--set", f"checkpoint_dir={ck}", "--set", "run=",
+            "--set", f"data.root={DATA_ROOT}"]
 
 
 def test_main_with_a_missing_sample_file_exits_with_its_message(tmp_path, fake_checkpoints):
@@ -407,3 +408,12 @@ def test_test_likelihood_matches_the_training_scripts_validation_loss():
     assert got["bits_per_token"] == pytest.approx(expected, rel=1e-5)
     assert got["bits_per_image"] == pytest.approx(expected * prior.L, rel=1e-5)
     assert 0 < got["bits_per_token"] < 2 * math.log2(cfg.vqvae.codebook_size)
+
+
+def test_a_classifier_no_better_than_chance_is_said_so():
+    """Saved all the same (a user may still want its features), but never silently."""
+    labels = torch.tensor([0] * 60 + [1] * 20 + [2] * 20)
+    assert "no better than always answering the most common class (60.0%)" in metrics.chance_note(0.61, labels, False)
+    assert metrics.chance_note(0.90, labels, False) == ""
+    assert "quarter turn (25.0%)" in metrics.chance_note(0.27, labels, True)
+    assert metrics.chance_note(0.60, labels, True) == ""

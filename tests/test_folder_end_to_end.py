@@ -55,7 +55,7 @@ def make_folder(root):
 def folder_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("folder_e2e")
     images = make_folder(str(root / "shapes"))
-    dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}"]
+    dirs = ["--set", f"checkpoint_dir={root / 'ck'}", "--set", f"results_dir={root / 'res'}", "--set", "run="]
     args = [*dirs, "--set", "data.dataset=folder", "--set", f"data.folder={images}", "--set", f"data.image_size={SIZE}",
             "--set", f"data.root={root / 'data'}"]
     run("vqvae_train.py", *args)  # first alone: it also decodes the folder into the image cache
@@ -130,6 +130,18 @@ def test_a_folder_changed_after_the_tokenizer_is_refused_by_the_prior(folder_run
     assert_one_line_error(result, "has changed since", "train the tokenizer again")
 
 
+def test_a_run_that_fails_leaves_no_empty_folders_behind(tmp_path):
+    images = tmp_path / "pets"
+    os.makedirs(images / "cats")
+    for i in range(12):
+        (images / "cats" / f"{i}.png").write_bytes(b"GIF89a but nothing else")
+    result = run_in_process("vqvae_train.py", "--set", f"checkpoint_dir={tmp_path / 'runs' / 'ck'}",
+                            "--set", f"results_dir={tmp_path / 'runs' / 'res'}", "--set", "data.dataset=folder",
+                            "--set", f"data.folder={images}", "--set", f"data.root={tmp_path / 'data'}", check=False)
+    assert "cannot read 12 files" in result.stderr
+    assert not (tmp_path / "runs").exists()  # its checkpoint and results folders were made, then taken away
+
+
 def test_a_bad_folder_is_one_line_in_every_script(tmp_path):
     os.makedirs(tmp_path / "empty" / "cats")
     for script in ("vqvae_train.py", "generator.py", "evaluate.py"):
@@ -147,7 +159,7 @@ def test_an_unlabelled_folder_is_scored_without_class_accuracy(tmp_path):
     os.makedirs(flat)
     for i in range(30):  # 3 validation images: fewer than precision/recall's 3 neighbours need, so they use 2
         draw("disc" if i % 2 else "square", (200, 40 + 5 * i, 30), 16, "RGB").save(flat / f"{i:02d}.png")
-    args = ["--set", f"checkpoint_dir={tmp_path / 'ck'}", "--set", "data.dataset=folder", "--set", f"data.folder={flat}",
+    args = ["--set", f"checkpoint_dir={tmp_path / 'ck'}", "--set", "run=", "--set", "data.dataset=folder", "--set", f"data.folder={flat}",
             "--set", f"data.image_size={SIZE}", "--set", f"data.root={tmp_path / 'data'}"]
     trained = run_in_process("evaluate.py", *args, "--train-classifier")
     assert "(quarter turns)" in trained.stdout

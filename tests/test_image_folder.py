@@ -34,7 +34,7 @@ def two_classes(tmp_path):
 
 
 def folder_cfg(folder, root, **fields):
-    assignments = ["data.dataset=folder", f"data.folder={folder}", f"data.root={root}", "data.image_size=16",
+    assignments = ["data.dataset=folder", f"data.folder={folder}", f"data.root={root}", "data.image_size=16", "run=",
                    *[f"data.{k}={v}" for k, v in fields.items()]]
     return settings.build_config("tiny", assignments)
 
@@ -111,8 +111,34 @@ def test_a_class_folder_without_images(two_classes):
     os.makedirs(os.path.join(two_classes, "bird"))
     with open(os.path.join(two_classes, "bird", "notes.txt"), "w") as f:
         f.write("no pictures yet")
-    with pytest.raises(DataError, match=r"class folder .*bird holds no images; add some or remove it"):
+    with pytest.raises(DataError, match=r"class folder .*bird holds no images; skipped 1 \.txt file .*; add some "
+                                        r"or remove it"):
         image_folder.scan(two_classes)
+
+
+def test_a_folder_of_a_kind_pillow_cannot_open_says_what_it_skipped(tmp_path):
+    """iPhone photos (HEIC) without a plugin: "0 images" alone sends the user looking in the wrong place."""
+    for i in range(14):
+        (tmp_path / "phone" / "cats").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "phone" / "cats" / f"IMG_{i:04d}.HEIC").write_bytes(b"ftypheic")
+    (tmp_path / "phone" / "cats" / "IMG_0100.MOV").write_bytes(b"\0")
+    with pytest.raises(DataError, match=r"holds no images; skipped 14 \.heic files, 1 \.mov file \(kinds Pillow "
+                                        r"cannot open: convert them to PNG or JPEG\)"):
+        image_folder.scan(str(tmp_path / "phone"))
+    os.rename(tmp_path / "phone" / "cats", tmp_path / "flat")
+    with pytest.raises(DataError, match=r"holds 0 images Pillow can read; skipped 14 \.heic files"):
+        image_folder.scan(str(tmp_path / "flat"))
+
+
+def test_a_class_with_no_training_image_is_refused_by_name(tmp_path):
+    """Nine cats, then one owl: the tenth file is validation, so the owl class would train on nothing."""
+    for i in range(9):
+        save(str(tmp_path / "zoo" / "cat" / f"{i}.png"), solid(8, (200, 0, 0)))
+    save(str(tmp_path / "zoo" / "owl" / "0.png"), solid(8, (0, 0, 200)))
+    with pytest.raises(DataError, match=r"class folder .*owl has no training image .*; add images to it or remove it"):
+        image_folder.scan(str(tmp_path / "zoo"))
+    save(str(tmp_path / "zoo" / "owl" / "1.png"), solid(8, (0, 0, 200)))
+    assert image_folder.scan(str(tmp_path / "zoo"))[0] == ("cat", "owl")
 
 
 def test_images_beside_class_folders(two_classes):
@@ -134,6 +160,18 @@ def test_a_damaged_image_stops_the_run_and_is_named(two_classes, tmp_path, damag
     message = str(info.value)
     assert path in message and "remove or replace the file" in message and len(message.splitlines()) == 1
     assert not os.path.exists(tmp_path / "cache") or not os.listdir(tmp_path / "cache")  # nothing half-written
+
+
+def test_every_damaged_image_is_named_in_one_line_up_to_a_few(two_classes, tmp_path):
+    """Five bad files: the first three named, the rest counted; one line, one pass to fix them all."""
+    bad = [os.path.join(two_classes, "dog", f"{i:02d}.png") for i in range(5)]
+    for path in bad:
+        open(path, "wb").write(b"GIF89a but nothing else")
+    with pytest.raises(DataError) as info:
+        image_folder.decoded(two_classes, str(tmp_path / "cache"), 16, 3, "white")
+    message = str(info.value)
+    assert message.startswith("cannot read 5 files: ") and "and 2 more" in message and len(message.splitlines()) == 1
+    assert all(path in message for path in bad[:3]) and bad[3] not in message
 
 
 # --- every kind of file --------------------------------------------------------------------------------------------
@@ -223,6 +261,33 @@ def test_a_changed_folder_is_decoded_again_and_its_old_cache_removed(two_classes
     images, labels, _ = image_folder.decoded(two_classes, cache, 16, 3, "white")
     assert os.listdir(cache) != first and len(os.listdir(cache)) == 1
     assert (images[:, 1, 0, 0] > 200).sum() == 1  # the green cat is in
+
+
+def test_a_file_rewritten_in_place_with_its_size_and_time_put_back_is_decoded_again(two_classes, tmp_path):
+    """Same name, same size (a BMP's size follows its dimensions), its old modification time restored: only the
+    change time tells, and it does."""
+    cache = str(tmp_path / "cache")
+    for i in range(12):  # BMPs: an edit keeps the file's size to the byte
+        Image.fromarray(solid(16, (200, 0, 0))).save(os.path.join(two_classes, "cat", f"{i:02d}.bmp"))
+    before, _, _ = image_folder.decoded(two_classes, cache, 16, 3, "white")
+    victim = os.path.join(two_classes, "cat", "05.bmp")
+    stat = os.stat(victim)
+    Image.fromarray(solid(16, (0, 250, 0))).save(victim)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(victim).st_size == stat.st_size and os.stat(victim).st_mtime_ns == stat.st_mtime_ns
+    after, _, _ = image_folder.decoded(two_classes, cache, 16, 3, "white")
+    assert (before[:, 1, 0, 0] > 200).sum() == 0 and (after[:, 1, 0, 0] > 200).sum() == 1
+
+
+def test_a_cache_whose_pixels_changed_on_disk_is_not_trusted(two_classes, tmp_path):
+    cache = str(tmp_path / "cache")
+    images, labels, test = image_folder.decoded(two_classes, cache, 16, 3, "white")
+    path = os.path.join(cache, os.listdir(cache)[0])
+    stored = torch.load(path, weights_only=True)
+    stored["images"][0] = 0  # a damaged cache that still loads, under the right key
+    torch.save(stored, path)
+    again = image_folder.decoded(two_classes, cache, 16, 3, "white")
+    assert all(torch.equal(a, b) for a, b in zip(again, (images, labels, test)))
 
 
 def test_the_key_of_a_folder_changes_with_its_contents_and_settings(two_classes):

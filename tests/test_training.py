@@ -45,6 +45,16 @@ def test_resume_state_accepts_the_same_config_and_names_what_differs(tmp_path, t
         training.resume_state(str(tmp_path / "missing.pt"), "gpt", run_cfg, "gpt_train")
 
 
+def test_resume_on_a_folder_that_changed_under_the_same_flags_says_so(tmp_path, tiny_cfg):
+    """The flags were the same: telling the user to give the same flags again would send them in a circle."""
+    run_cfg = {**training.run_config(tiny_cfg, "data", "gpt", "gpt_train"), "data_key": "folder:pets:aaaa"}
+    path = str(tmp_path / "gpt.pt")
+    atomic_save({"kind": "gpt", "model": {}, "run_config": run_cfg, "epoch": 1}, path)
+    with pytest.raises(CheckpointError, match="files were added, removed or changed since") as caught:
+        training.resume_state(path, "gpt", {**run_cfg, "data_key": "folder:pets:bbbb"}, "gpt_train")
+    assert "same --preset/--set" not in str(caught.value)
+
+
 def test_resume_state_extends_a_run_when_only_its_epochs_grow(tmp_path, tiny_cfg, capsys):
     tiny_cfg.gpt_train.epochs = 2
     path = str(tmp_path / "gpt.pt")
