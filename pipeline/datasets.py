@@ -145,7 +145,8 @@ def folder_dataset(data_cfg):
     class_names, files = image_folder.scan(data_cfg.folder)
     rgb = image_folder.background_rgb(data_cfg.background)
     key = image_folder.content_key(data_cfg.folder, files, (data_cfg.image_size, data_cfg.channels, rgb))
-    name = os.path.basename(os.path.normpath(data_cfg.folder)) or "images"
+    # by its absolute path: `data.folder=..` or `.` is named as the folder it is, never a slot of its own
+    name = os.path.basename(os.path.abspath(data_cfg.folder)) or "images"
 
     def load(cfg, train):
         return image_folder.load_split(cfg.folder, os.path.join(cfg.root, FOLDER_CACHE), cfg.image_size, cfg.channels,

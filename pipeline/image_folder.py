@@ -87,7 +87,7 @@ def scan(folder):
                         f"move the images into a class subfolder, or the subfolders out")
     if not class_dirs:
         files = [(name, 0) for name in loose]
-        class_names = (os.path.basename(os.path.normpath(folder)) or "images",)
+        class_names = (os.path.basename(os.path.abspath(folder)) or "images",)
     else:
         files = []
         for label, name in enumerate(class_dirs):
@@ -218,7 +218,7 @@ def decode_all(paths, image_size, channels, background, progress_desc=None):
 
 def cache_path(cache_dir, folder, key):
     """cache_dir/<folder name>_<hash of its absolute path>_<content key>.pt"""
-    name = os.path.basename(os.path.normpath(folder)) or "images"
+    name = os.path.basename(os.path.abspath(folder)) or "images"
     where = hashlib.sha256(os.path.abspath(folder).encode()).hexdigest()[:8]
     return os.path.join(cache_dir, f"{name}_{where}_{key}.pt")
 

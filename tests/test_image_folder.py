@@ -290,6 +290,15 @@ def test_a_cache_whose_pixels_changed_on_disk_is_not_trusted(two_classes, tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(again, (images, labels, test)))
 
 
+def test_a_folder_given_as_dot_or_dot_dot_is_named_as_the_folder_it_is(two_classes, tmp_path, monkeypatch):
+    """`data.folder=..` wrote into MNIST's own checkpoints/ (folder/.. = .) and every `.` shared one slot."""
+    monkeypatch.chdir(os.path.join(two_classes, "cat"))
+    up = folder_cfg("..", tmp_path)
+    monkeypatch.chdir(two_classes)
+    here = folder_cfg(".", tmp_path)
+    assert up.checkpoint_dir == here.checkpoint_dir == os.path.join("checkpoints", "folder", "pets")
+
+
 def test_the_key_of_a_folder_changes_with_its_contents_and_settings(two_classes):
     _, files = image_folder.scan(two_classes)
     key = image_folder.content_key(two_classes, files, (16, 3, (255, 255, 255)))
