@@ -199,8 +199,9 @@ PRESETS = {
     "mnist_var": ["vqvae.scales=(1,2,3,4)"],
     # MNIST with the multi-scale tokenizer up to a 7x7 grid
     "mnist_var_7x7": ["vqvae.grid_size=7", "vqvae.scales=(1,2,3,4,5,7)"],
-    # Fashion-MNIST: 7x7x2 tokens, MSE only, batches of 64, a 2-epoch GPT without dropout, its own sampling point
-    "fashion_mnist": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "vqvae.num_codebooks=2",
+    # Fashion-MNIST: 7x7x2 tokens of FSQ's 1000 codes, MSE only, batches of 64, a 2-epoch GPT without dropout, its
+    # own sampling point
+    "fashion_mnist": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "vqvae.num_codebooks=2", "vqvae.quantizer=fsq",
                       "vqvae_train.gan_weight=0", "vqvae_train.batch_size=64", "gpt.dropout=0",
                       "gpt_train.batch_size=64", "gpt_train.epochs=2",
                       "diffusion_train.epochs=2", *NEUTRAL_SAMPLING, "gpt.temperature=1.05", "gpt.guidance=2.0"],
@@ -218,8 +219,8 @@ PRESETS = {
     "cifar10_cpu": ["data.dataset=cifar10", "vqvae.grid_size=8", "vqvae.codebook_size=512", "vqvae.code_dim=16",
                     "vqvae_train.epochs=5", "gpt_train.epochs=3", "var_train.epochs=2", "diffusion_train.epochs=3",
                     *NEUTRAL_SAMPLING],
-    # Emoji (32x32 RGB over white, 9 categories): 8x8 tokens with the colour models
-    "emoji": ["data.dataset=emoji", "vqvae.grid_size=8", *EMOJI_MODELS],
+    # Emoji (32x32 RGB over white, 9 categories): 8x8 tokens with the colour models, the GPT at its own sampling point
+    "emoji": ["data.dataset=emoji", "vqvae.grid_size=8", *EMOJI_MODELS, "gpt.temperature=0.9", "gpt.guidance=4.0"],
     # Emoji with the multi-scale tokenizer on a 1, 2, 3, 4, 6, 8 plan
     "emoji_var": ["data.dataset=emoji", "vqvae.grid_size=8", *EMOJI_MODELS, "vqvae.scales=(1,2,3,4,6,8)"],
     # any folder of images (--set data.folder=PATH) with the colour models

@@ -50,6 +50,8 @@ def in_words(cfg):
     adversary = (f"adversary weight {t.gan_weight:g} from epoch {t.gan_start_epoch}" if t.gan_weight > 0
                  else "no adversary (MSE only)")
     g = cfg.gpt_train
-    return (f"a {v.grid_size}x{v.grid_size}x{v.num_codebooks} tokenizer with {v.codebook_size} codes, {adversary}, "
+    codes = {"vq": f"{v.codebook_size} codes", "rvq": f"{v.codebook_size} codes per residual stage",
+             "fsq": f"FSQ's {v.codebook_size} codes (levels {','.join(map(str, v.fsq_levels))})"}[v.quantizer]
+    return (f"a {v.grid_size}x{v.grid_size}x{v.num_codebooks} tokenizer with {codes}, {adversary}, "
             f"{t.epochs} epochs in batches of {t.batch_size}; a GPT of {cfg.gpt.n_layer} layers, d = "
             f"{cfg.gpt.d_model}, dropout {cfg.gpt.dropout:g}, {g.epochs} epochs in batches of {g.batch_size}")
