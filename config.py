@@ -44,6 +44,9 @@ class VQVAEConfig:
     num_res_blocks: int = 2         # residual blocks at the latent resolution, in encoder and decoder
     ema_decay: float = 0.99         # codebooks follow an exponential moving average of their assigned vectors
     commitment_weight: float = 0.25  # beta in ||z - sg(q)||^2
+    # a structural term beside the MSE: + ssim_weight * (1 - SSIM(reconstruction, image)) (models/ssim.py); 0 = off.
+    # The MSE blurs edges it cannot place; SSIM scores local contrast and structure, which a blur loses
+    ssim_weight: float = 0.0
     dead_code_threshold: float = 1.0  # restart a code whose EMA count (assignments per batch) drops below this
     # Multi-scale residual quantization (VAR): () = the single-scale multi-codebook tokenizer above; otherwise
     # increasing side lengths ending at grid_size, e.g. (1, 2, 3, 4), quantized with one shared codebook (K = 1).

@@ -18,6 +18,7 @@ from models.discriminator import adaptive_weight, generator_loss
 from models.fsq import FiniteScalarQuantizer
 from models.quantizer import MultiCodebookQuantizer, MultiScaleResidualQuantizer, split_scales
 from models.residual_vq import ResidualQuantizer
+from models.ssim import ssim_per_image
 
 # vqvae.quantizer -> (the quantizer of a VQVAEConfig, the latent channels it reads). Each produces idx_BHWK with K =
 # num_codebooks tokens per position from V = codebook_size codes, and decodes them through its own `lookup`.
@@ -219,13 +220,17 @@ class VQVAE(nn.Module):
 
     def loss(self, x_BCHW, discriminator=None, gan_weight=0.0):
         """The training objective: reconstruction MSE + commitment_weight * commitment loss (the codebooks learn by
-        EMA, not by gradient), and with a discriminator, + gan_weight * adaptive weight * its adversarial loss
-        (models/discriminator.py). Returns (loss, {'mse', 'perplexity_K', 'recon_BCHW' (detached), and with a
-        discriminator 'gan_weight', 'adversarial'})."""
+        EMA, not by gradient), + ssim_weight * (1 - SSIM) where it is set, and with a discriminator, + gan_weight *
+        adaptive weight * its adversarial loss (models/discriminator.py). Returns (loss, {'mse', 'perplexity_K',
+        'recon_BCHW' (detached), with ssim_weight 'ssim', and with a discriminator 'gan_weight', 'adversarial'})."""
         recon_BCHW, _, commitment, perplexity_K = self(x_BCHW)
         mse = F.mse_loss(recon_BCHW.float(), x_BCHW)
         loss = mse + self.cfg.commitment_weight * commitment
         parts = {"mse": mse, "perplexity_K": perplexity_K, "recon_BCHW": recon_BCHW.detach()}
+        if self.cfg.ssim_weight > 0:
+            ssim = ssim_per_image((recon_BCHW.float() + 1) / 2, (x_BCHW.float() + 1) / 2).mean()  # [-1,1] -> [0,1]
+            loss = loss + self.cfg.ssim_weight * (1 - ssim)
+            parts["ssim"] = ssim.detach()
         if discriminator is not None:
             adversarial = generator_loss(discriminator(recon_BCHW))
             weight = gan_weight * adaptive_weight(mse, adversarial, self.decoder.head[-1].weight)

@@ -53,6 +53,8 @@ def tokenizer_checks(cfg):
         (0.0 < v.ema_decay < 1.0, f"vqvae.ema_decay must be in (0, 1) (got {v.ema_decay})"),
         # the multi-scale quantizer divides by it; 0 turns the first loss into NaN, reported as divergence
         (v.commitment_weight > 0, f"vqvae.commitment_weight must be positive (got {v.commitment_weight})"),
+        (v.ssim_weight >= 0 and math.isfinite(v.ssim_weight),
+         f"vqvae.ssim_weight must be 0 (off) or positive (got {v.ssim_weight})"),
         (v.dead_code_threshold >= 0, f"vqvae.dead_code_threshold must be 0 (never restart) or positive "
                                      f"(got {v.dead_code_threshold})"),
     ]

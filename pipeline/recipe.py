@@ -48,10 +48,11 @@ def in_words(cfg):
     """The recipe's main choices, for the report: grid, codes, adversary, epochs and batch sizes."""
     v, t = cfg.vqvae, cfg.vqvae_train
     adversary = (f"adversary weight {t.gan_weight:g} from epoch {t.gan_start_epoch}" if t.gan_weight > 0
-                 else "no adversary (MSE only)")
+                 else "no adversary (MSE only)" if v.ssim_weight == 0 else "no adversary")
+    structural = f"{v.ssim_weight:g} x (1 - SSIM) beside the MSE, " if v.ssim_weight > 0 else ""
     g = cfg.gpt_train
     codes = {"vq": f"{v.codebook_size} codes", "rvq": f"{v.codebook_size} codes per residual stage",
              "fsq": f"FSQ's {v.codebook_size} codes (levels {','.join(map(str, v.fsq_levels))})"}[v.quantizer]
-    return (f"a {v.grid_size}x{v.grid_size}x{v.num_codebooks} tokenizer with {codes}, {adversary}, "
+    return (f"a {v.grid_size}x{v.grid_size}x{v.num_codebooks} tokenizer with {codes}, {structural}{adversary}, "
             f"{t.epochs} epochs in batches of {t.batch_size}; a GPT of {cfg.gpt.n_layer} layers, d = "
             f"{cfg.gpt.d_model}, dropout {cfg.gpt.dropout:g}, {g.epochs} epochs in batches of {g.batch_size}")

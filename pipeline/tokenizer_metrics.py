@@ -4,18 +4,15 @@ similarity (SSIM), and how its codes are used (the share of each codebook's code
 vqvae_train.py reports the MSE and the code use after every epoch; `evaluate.py --reconstructions` adds PSNR and SSIM
 and the evaluator's FID and class accuracy of the reconstructions.
 
-SSIM is Wang et al. 2004 as most papers compute it: an 11 x 11 Gaussian window with sigma 1.5 over pixels in [0, 1],
-C1 = (0.01)^2, C2 = (0.03)^2, means over the valid window positions and the channels, then over the images.
+SSIM is models/ssim.py's (Wang et al. 2004 as most papers compute it), in float64, averaged over the images.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 
+from models.ssim import ssim_per_image
 from pipeline import data, devices, metrics
-
-SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
-
 
 def token_groups(vqvae, idx):
     """The token maps whose code use is reported: one per codebook, or one per scale (multi-scale)."""
@@ -46,31 +43,6 @@ def reconstruction_stats(vqvae, images_uint8, device, dtype, batch_size=1000):
     return {"val_mse": squared_error / images_uint8.numel(),
             "usage": [(counts_KV[k] > 0).float().mean().item() for k in range(K)],
             "perplexity": perplexity.tolist()}
-
-
-def gaussian_window(size=SSIM_WINDOW, sigma=SSIM_SIGMA):
-    """The normalised 2-D Gaussian (size x size) SSIM averages with."""
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
-
-
-def ssim_per_image(a_BCHW, b_BCHW):
-    """SSIM of each image pair (pixels in [0, 1]), in float64: (B,)."""
-    a, b = a_BCHW.double(), b_BCHW.double()
-    C = a.shape[1]
-    window = gaussian_window().to(a.device).expand(C, 1, SSIM_WINDOW, SSIM_WINDOW)
-
-    def blur(x):
-        return F.conv2d(x, window, groups=C)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return ssim_map.flatten(1).mean(1)
 
 
 def psnr_ssim(recon_uint8, real_uint8, batch_size=1000):

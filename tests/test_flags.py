@@ -225,6 +225,7 @@ def test_read_samples_takes_the_dataset_class_count(tmp_path):
     ("diffusion_train.min_lr_ratio=-0.1", "diffusion_train.min_lr_ratio"),
     ("gpt.mlp_ratio=0", "gpt.mlp_ratio"),
     ("vqvae.commitment_weight=0", "vqvae.commitment_weight"),
+    ("vqvae.ssim_weight=-0.5", "vqvae.ssim_weight"),
     ("vqvae.dead_code_threshold=-1", "vqvae.dead_code_threshold"),
     ("seed=-1", "seed"),
     ("seed=4294967296", "seed"),

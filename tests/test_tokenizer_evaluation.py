@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.tokenizer_metrics import psnr_ssim, ssim_per_image
+from models.ssim import ssim_per_image
+from pipeline.tokenizer_metrics import psnr_ssim
 from script_runs import run_in_process
 
 
@@ -16,20 +17,21 @@ def test_ssim_is_one_for_equal_images_and_falls_with_noise():
     torch.manual_seed(0)
     a = torch.rand(4, 3, 32, 32)
     noisy = [(a + s * torch.randn_like(a)).clamp(0, 1) for s in (0.05, 0.2)]
-    assert torch.allclose(ssim_per_image(a, a), torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(ssim_per_image(a, a), torch.ones(4))
     assert (ssim_per_image(a, noisy[0]) > ssim_per_image(a, noisy[1])).all()
     images = (a * 255).round().to(torch.uint8)
     assert psnr_ssim(images, images) == (100.0, pytest.approx(1.0))
 
 
-@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
-def test_ssim_matches_pytorch_msssim(channels, size):
+@pytest.mark.parametrize("channels, size, dtype", [(1, 28, torch.float32), (3, 32, torch.float64)])
+def test_ssim_matches_pytorch_msssim(channels, size, dtype):
+    """In float32 as the loss computes it, and in float64 as the metric does."""
     oracle = pytest.importorskip("pytorch_msssim")
     torch.manual_seed(1)
     a = torch.rand(5, channels, size, size)
     b = (0.6 * a + 0.3 * torch.rand_like(a)).clamp(0, 1)
     expected = oracle.ssim(a, b, data_range=1.0, size_average=False)
-    assert torch.allclose(ssim_per_image(a, b).float(), expected, atol=1e-5)
+    assert torch.allclose(ssim_per_image(a.to(dtype), b.to(dtype)).float(), expected, atol=1e-5)
 
 
 def test_reconstructions_are_scored_and_saved_as_a_sample_file(trained_tokenizers, tmp_path):

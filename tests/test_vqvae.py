@@ -97,3 +97,27 @@ def test_decoding_in_chunks_gives_the_same_images(monkeypatch):
     whole = model.decode(idx)
     monkeypatch.setattr(vqvae_module, "DECODE_CHUNK", 2)
     assert torch.allclose(model.decode(idx), whole, atol=1e-6)
+
+
+def test_ssim_weight_adds_the_structural_term_in_float32_under_autocast():
+    """loss = MSE + beta * commitment + w * (1 - SSIM of the [0, 1] pixels), the SSIM computed in float32 even where
+    the rest runs in bfloat16, and its gradient reaches the decoder."""
+    from models.ssim import ssim_per_image
+    cfg = settings.build_config("tiny", ["vqvae.ssim_weight=0.5"])
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    torch.manual_seed(0)
+    model = VQVAE(cfg.vqvae).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    recon, _, commitment, _ = model(x)
+    model.load_state_dict(state)  # the EMA codebooks moved: the same forward again from the same state and seed
+    torch.manual_seed(1)
+    loss, parts = model.loss(x)
+    ssim = ssim_per_image((recon + 1) / 2, (x + 1) / 2).mean()
+    expected = torch.nn.functional.mse_loss(recon, x) + 0.25 * commitment + 0.5 * (1 - ssim)
+    assert torch.allclose(loss, expected, atol=1e-6) and torch.allclose(parts["ssim"], ssim, atol=1e-6)
+    loss.backward()
+    assert model.decoder.head[-1].weight.grad.abs().sum() > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = ssim_per_image((recon.detach().bfloat16() + 1) / 2, ((x + 1) / 2).bfloat16())
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
