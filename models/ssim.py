@@ -23,10 +23,11 @@ def ssim_per_image(a_BCHW, b_BCHW):
     C1 and C2 are below what half precision resolves."""
     C = a_BCHW.shape[1]
     window_C1ww = gaussian_window().to(a_BCHW.device, a_BCHW.dtype).expand(C, 1, SSIM_WINDOW, SSIM_WINDOW)
-    with torch.autocast(a_BCHW.device.type, enabled=False):
-        def blur(x_BCHW):
-            return F.conv2d(x_BCHW, window_C1ww, groups=C)
 
+    def blur(x_BCHW):
+        return F.conv2d(x_BCHW, window_C1ww, groups=C)
+
+    with torch.autocast(a_BCHW.device.type, enabled=False):
         mu_a, mu_b = blur(a_BCHW), blur(b_BCHW)
         var_a, var_b = blur(a_BCHW * a_BCHW) - mu_a ** 2, blur(b_BCHW * b_BCHW) - mu_b ** 2
         cov = blur(a_BCHW * b_BCHW) - mu_a * mu_b

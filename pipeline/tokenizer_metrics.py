@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from models.ssim import ssim_per_image
 from pipeline import data, devices, metrics
 
+
 def token_groups(vqvae, idx):
     """The token maps whose code use is reported: one per codebook, or one per scale (multi-scale)."""
     if vqvae.multiscale:
