@@ -107,13 +107,19 @@ class MultiCodebookQuantizer(nn.Module):
                 dist.broadcast(buffer, src=0)
 
     @staticmethod
-    def _random_rows(z_ND, n):
-        pick = torch.randint(len(z_ND), (n,), device=z_ND.device)
+    def _random_rows(z_ND, n, weight_N=None):
+        """n of the vectors z_ND, uniformly or in proportion to weight_N, each nudged off its vector."""
+        pick = (torch.randint(len(z_ND), (n,), device=z_ND.device) if weight_N is None
+                else torch.multinomial(weight_N, n, replacement=True))
         return z_ND[pick] + 1e-3 * torch.randn(n, z_ND.shape[1], device=z_ND.device)
 
     @torch.no_grad()
-    def _ema_update(self, z_KND, idx_KN):
+    def _ema_update(self, z_KND, idx_KN, weight_KN=None):
+        """Move each code towards the mean of its vectors. weight_KN, if given, counts vector n as weight_KN[k, n]
+        assignments instead of one (in the counts, the sums and the draw of restarted codes)."""
         onehot_KNV = F.one_hot(idx_KN, self.V).float()
+        if weight_KN is not None:
+            onehot_KNV = onehot_KNV * weight_KN.unsqueeze(-1)
         count_KV = onehot_KNV.sum(1)
         sum_KVD = torch.bmm(onehot_KNV.transpose(1, 2), z_KND)
         if _distributed():  # the statistics of the global batch, identical on every process
@@ -125,17 +131,17 @@ class MultiCodebookQuantizer(nn.Module):
         total_K1 = self.ema_count_KV.sum(1, keepdim=True)
         smoothed_KV = (self.ema_count_KV + self.eps) / (total_K1 + self.V * self.eps) * total_K1
         self.codebook_KVD.copy_(self.ema_sum_KVD / smoothed_KV.unsqueeze(-1))
-        self._restart_dead_codes(z_KND)
+        self._restart_dead_codes(z_KND, weight_KN)
 
     @torch.no_grad()
-    def _restart_dead_codes(self, z_KND):
+    def _restart_dead_codes(self, z_KND, weight_KN=None):
         """A code assigned less than `dead_threshold` times per batch (EMA) moves onto a random encoder output."""
         restarted = False
         for k in range(self.K):
             dead = self.ema_count_KV[k] < self.dead_threshold
             n_dead = int(dead.sum())
             if n_dead:
-                fresh_ND = self._random_rows(z_KND[k], n_dead)
+                fresh_ND = self._random_rows(z_KND[k], n_dead, None if weight_KN is None else weight_KN[k])
                 self.codebook_KVD[k, dead] = fresh_ND
                 self.ema_sum_KVD[k, dead] = fresh_ND * self.dead_threshold
                 self.ema_count_KV[k, dead] = self.dead_threshold
@@ -173,16 +179,22 @@ class MultiScaleResidualQuantizer(nn.Module):
     any prefix of the scale list gives a coarser image of the same image.
 
     The codebook is an EMA codebook with dead-code restarts (the MultiCodebookQuantizer with K = 1), fed with the
-    residual vectors of every scale. The encoder gets the commitment loss and the straight-through gradient; the
+    residual vectors of every scale. How they count is `scale_weighting`:
+      - "vectors": each residual vector once. A 1x1 map gives one vector per image and the finest map h*h, and a
+        code stays alive only while it is assigned often enough per batch, so the coarse scales can keep only a few
+        codes alive: they collapse onto a handful of the shared codes.
+      - "scales": each scale counts as much as any other (vector weight = vectors in all scales / (K * vectors in
+        its scale)), in the EMA counts and sums and in the draw of restarted codes, so the coarse scales can hold
+        their share of the codebook. The total count per batch is unchanged, so dead_code_threshold keeps its scale. The encoder gets the commitment loss and the straight-through gradient; the
     phi convs learn from ||f_hat - sg(f)||^2. As in the single-scale quantizer, `lookup` is the one path from
     indices to latents, used by the training pass and by decoding, so decode(encode(x)) is the training output.
     """
 
     def __init__(self, scales, codebook_size, code_dim, phi_ratio=0.5, ema_decay=0.99, dead_code_threshold=1.0,
-                 commitment_weight=0.25):
+                 commitment_weight=0.25, scale_weighting="vectors"):
         super().__init__()
         self.scales, self.V, self.D, self.phi_ratio = tuple(scales), codebook_size, code_dim, phi_ratio
-        self.commitment_weight = commitment_weight
+        self.commitment_weight, self.scale_weighting = commitment_weight, scale_weighting
         self.codebook = MultiCodebookQuantizer(1, codebook_size, code_dim, ema_decay, dead_code_threshold)
         self.phis = nn.ModuleList(nn.Conv2d(code_dim, code_dim, 3, padding=1) for _ in self.scales)
 
@@ -249,9 +261,19 @@ class MultiScaleResidualQuantizer(nn.Module):
             # towards its codes, and ||f_hat - sg(f)||^2 (weight 1) trains the phi convs.
             loss = F.mse_loss(f, f_hat.detach()) + F.mse_loss(f_hat, f.detach()) / self.commitment_weight
             if self.training:
-                self.codebook._ema_update(torch.cat([r for r, _ in record], 1), torch.cat([i for _, i in record], 1))
+                self.codebook._ema_update(torch.cat([r for r, _ in record], 1), torch.cat([i for _, i in record], 1),
+                                          self._vector_weights([i for _, i in record]))
             f_hat_st = f + (f_hat - f).detach()
             return f_hat_st, idx_list, loss, self.perplexity(idx_list)
+
+    def _vector_weights(self, idx_per_scale):
+        """How much each scale's residual vectors count in the codebook's statistics: None (each once) or (1, N)."""
+        if self.scale_weighting == "vectors":
+            return None
+        sizes = [idx.numel() for idx in idx_per_scale]
+        total = sum(sizes)
+        return torch.cat([torch.full((n,), total / (len(sizes) * n), device=idx_per_scale[0].device)
+                          for n in sizes])[None]
 
     def perplexity(self, idx_list):
         """exp(entropy) of the code distribution at each scale in this batch."""

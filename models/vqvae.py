@@ -151,7 +151,8 @@ class VQVAE(nn.Module):
         self.encoder = Encoder(cfg.image_channels, sizes, cfg.channels, cfg.num_res_blocks, latent_channels)
         if self.multiscale:
             self.quantizer = MultiScaleResidualQuantizer(cfg.scales, cfg.codebook_size, cfg.code_dim, cfg.phi_ratio,
-                                                         cfg.ema_decay, cfg.dead_code_threshold, cfg.commitment_weight)
+                                                         cfg.ema_decay, cfg.dead_code_threshold, cfg.commitment_weight,
+                                                         cfg.scale_weighting)
         else:
             self.quantizer = QUANTIZERS[cfg.quantizer][0](cfg)
         self.decoder = Decoder(cfg.image_channels, sizes, cfg.decoder_channels or cfg.channels, cfg.num_res_blocks,

@@ -44,6 +44,8 @@ def tokenizer_checks(cfg):
         (not v.scales or v.num_codebooks == 1, "the multi-scale tokenizer (vqvae.scales) uses one shared codebook; "
                                                "set vqvae.num_codebooks=1"),
         (0.0 <= v.phi_ratio <= 1.0, f"vqvae.phi_ratio must be in [0, 1] (got {v.phi_ratio})"),
+        (v.scale_weighting in ("vectors", "scales"),
+         f"vqvae.scale_weighting must be vectors or scales (got {v.scale_weighting!r})"),
         (2 <= v.codebook_size <= 32768, f"vqvae.codebook_size must be in [2, 32768] (got {v.codebook_size}); "
                                          "the token cache stores int16"),
         (v.code_dim >= 1, f"vqvae.code_dim must be at least 1 (got {v.code_dim})"),

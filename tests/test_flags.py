@@ -227,6 +227,7 @@ def test_read_samples_takes_the_dataset_class_count(tmp_path):
     ("vqvae.commitment_weight=0", "vqvae.commitment_weight"),
     ("vqvae.ssim_weight=-0.5", "vqvae.ssim_weight"),
     ("vqvae.dead_code_threshold=-1", "vqvae.dead_code_threshold"),
+    ("vqvae.scale_weighting=equal", "vqvae.scale_weighting"),
     ("seed=-1", "seed"),
     ("seed=4294967296", "seed"),
     ("gpt.temperature=inf", "gpt.temperature"),

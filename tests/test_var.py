@@ -153,6 +153,33 @@ def test_every_scale_feeds_the_one_shared_codebook_ema():
     assert codebook.ema_count_KV.sum().item() == pytest.approx(0.5 * V + 0.5 * B * 30, rel=1e-5)
 
 
+def test_scale_weighting_gives_every_scale_the_same_share_of_the_codebook_counts():
+    model = tiny_var_vqvae("vqvae.dead_code_threshold=0", "vqvae.ema_decay=0.5",
+                           "vqvae.scale_weighting=scales").train()
+    codebook = model.quantizer.codebook
+    B = 4
+    _, idx_list, _, _ = model(torch.rand(B, 1, 28, 28) * 2 - 1)
+    V, total = model.cfg.codebook_size, B * 30
+    hits_V = sum(torch.bincount(i.flatten(), minlength=V).float() * total / (4 * i.numel()) for i in idx_list)
+    assert torch.allclose(codebook.ema_count_KV[0], 0.5 + 0.5 * hits_V, atol=1e-4)
+    # the 1x1 map's 4 vectors count as much as the 4x4 map's 64, and the total count per batch is unchanged
+    assert hits_V.sum().item() == pytest.approx(total, rel=1e-5)
+
+
+def test_scale_weighting_restarts_dead_codes_on_every_scale():
+    """With scales weighted equally, a restarted code lands on a 1x1 vector about a quarter of the time (scales
+    1..4); counting each vector once, 1 time in 30."""
+    torch.manual_seed(0)
+    quantizer = tiny_var_vqvae("vqvae.scale_weighting=scales").quantizer
+    sizes = [16 * s * s for s in (1, 2, 3, 4)]  # a batch of 16
+    weight_N = quantizer._vector_weights([torch.zeros(n, dtype=torch.long) for n in sizes])[0]
+    scale_N1 = torch.cat([torch.full((n, 1), float(k)) for k, n in enumerate(sizes)])  # each vector = its scale
+    fresh_N1 = quantizer.codebook._random_rows(scale_N1, 4000, weight_N)
+    share_of_1x1 = (fresh_N1.round() == 0).float().mean().item()
+    assert share_of_1x1 == pytest.approx(0.25, abs=0.03)
+    assert tiny_var_vqvae().quantizer._vector_weights([torch.zeros(n) for n in sizes]) is None
+
+
 # --- VAR: the block-causal mask ----------------------------------------------------------------------------------
 
 def test_mask_is_block_causal_over_scales():
