@@ -205,11 +205,11 @@ PRESETS = {
     "mnist_var": ["vqvae.scales=(1,2,3,4)"],
     # MNIST with the multi-scale tokenizer up to a 7x7 grid
     "mnist_var_7x7": ["vqvae.grid_size=7", "vqvae.scales=(1,2,3,4,5,7)"],
-    # Fashion-MNIST: 7x7x2 tokens of FSQ's 1000 codes, MSE and SSIM without the adversary, batches of 64, a 2-epoch
+    # Fashion-MNIST: 7x7x2 tokens of FSQ's 1000 codes, MSE and SSIM without the adversary, batches of 64, a 3-epoch
     # GPT without dropout, its own sampling point
     "fashion_mnist": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "vqvae.num_codebooks=2", "vqvae.quantizer=fsq",
                       "vqvae.ssim_weight=0.1", "vqvae_train.gan_weight=0", "vqvae_train.batch_size=64", "gpt.dropout=0",
-                      "gpt_train.batch_size=64", "gpt_train.epochs=2",
+                      "gpt_train.batch_size=64", "gpt_train.epochs=3",
                       "diffusion_train.epochs=2", *NEUTRAL_SAMPLING, "gpt.temperature=1.05", "gpt.guidance=2.0"],
     # Fashion-MNIST with the multi-scale tokenizer on a short 1, 2, 4, 7 plan (70 tokens), 3 VAR epochs
     "fashion_mnist_var": ["data.dataset=fashion_mnist", "vqvae.grid_size=7", "vqvae.scales=(1,2,4,7)",
