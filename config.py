@@ -52,9 +52,9 @@ class VQVAEConfig:
     # increasing side lengths ending at grid_size, e.g. (1, 2, 3, 4), quantized with one shared codebook (K = 1).
     scales: tuple = ()
     phi_ratio: float = 0.5          # VAR's phi: code map -> (1 - r) * map + r * conv3x3(map), one conv per scale
-    # how the shared codebook counts the scales' residual vectors (models/quantizer.py): vectors = each vector once,
-    # so the coarse maps, with few vectors, keep few codes alive | scales = each scale the same share
-    scale_weighting: str = "vectors"
+    # how the shared codebook counts the scales' residual vectors (models/quantizer.py): scales = each scale the same
+    # share | vectors = each vector once, so the coarse maps, with few vectors, keep few codes alive
+    scale_weighting: str = "scales"
     # These follow data.dataset (pipeline/settings.py fills them in; they are never set by hand):
     image_size: int = 28            # H = W of the images
     image_channels: int = 1         # 1 = grey, 3 = RGB

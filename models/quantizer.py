@@ -191,7 +191,7 @@ class MultiScaleResidualQuantizer(nn.Module):
     """
 
     def __init__(self, scales, codebook_size, code_dim, phi_ratio=0.5, ema_decay=0.99, dead_code_threshold=1.0,
-                 commitment_weight=0.25, scale_weighting="vectors"):
+                 commitment_weight=0.25, scale_weighting="scales"):
         super().__init__()
         self.scales, self.V, self.D, self.phi_ratio = tuple(scales), codebook_size, code_dim, phi_ratio
         self.commitment_weight, self.scale_weighting = commitment_weight, scale_weighting

@@ -37,6 +37,9 @@ MOVED = {"sample.cfg_scale": "each prior has its own guidance scale; set gpt.gui
                              "diffusion.guidance (or pass --cfg to the sampling scripts)"}
 # fields that were renamed: the old name (in older command lines and checkpoints) still sets the new field
 RENAMED = {"cfg_scale": "guidance"}
+# fields whose default changed after they were added: a checkpoint saved without the field was trained with this
+# value, not today's default (keyed by the config class)
+DEFAULT_BEFORE = {"VQVAEConfig": {"scale_weighting": "vectors"}}
 
 
 def apply_override(cfg, assignment):
@@ -193,7 +196,7 @@ def to_dict(section):
 def from_dict(kind, values):
     """Rebuild a config dataclass from a checkpoint's dict (tuples come back as lists)."""
     fields = {f.name: f for f in dataclasses.fields(kind)}
-    values = {RENAMED.get(k, k): v for k, v in values.items()}
+    values = {**DEFAULT_BEFORE.get(kind.__name__, {}), **{RENAMED.get(k, k): v for k, v in values.items()}}
     known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in fields}
     return kind(**known)
 

@@ -69,11 +69,13 @@ def resume_state(path, kind, run_config, train_section):
 
 def with_new_fields(saved):
     """A saved run config with the fields added to config.py since it was saved, at their defaults: an older
-    checkpoint was trained as the default of a field it does not know."""
+    checkpoint was trained as the default of a field it does not know (as it was then: settings.DEFAULT_BEFORE)."""
     defaults = Config()
     sections = [name for name, values in saved.items()
                 if isinstance(values, dict) and dataclasses.is_dataclass(getattr(defaults, name, None))]
     filled = run_config(defaults, *sections)
+    for name in sections:  # a field whose default changed since: the old default is what the run trained with
+        filled[name].update(settings.DEFAULT_BEFORE.get(type(getattr(defaults, name)).__name__, {}))
     return {name: {**filled[name], **values} if name in filled else values for name, values in saved.items()}
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from config import Config
+from config import Config, VQVAEConfig
 from models.vqvae import QUANTIZERS, VQVAE
-from pipeline import training
+from pipeline import settings, training
 from pipeline.errors import ConfigError
 from pipeline.settings import build_config
 from script_runs import dirs_of, run_together
@@ -59,6 +59,17 @@ def test_a_run_config_saved_before_a_field_existed_compares_as_its_default():
     older = {**current, "vqvae": {k: v for k, v in current["vqvae"].items() if k not in ("quantizer", "fsq_levels")}}
     assert training.with_new_fields(older) == current
     assert training.with_new_fields(older)["vqvae"]["quantizer"] == Config().vqvae.quantizer
+
+
+def test_a_multiscale_checkpoint_from_before_scale_weighting_was_trained_counting_each_vector_once():
+    """The field came with the old behaviour as its default, and the default changed later: a checkpoint without it
+    resumes, and rebuilds, as it was trained, not as today's default."""
+    current = training.run_config(build_config("tiny_var"), "data", "vqvae", "vqvae_train")
+    older = {**current, "vqvae": {k: v for k, v in current["vqvae"].items() if k != "scale_weighting"}}
+    assert current["vqvae"]["scale_weighting"] == "scales"
+    assert training.with_new_fields(older)["vqvae"]["scale_weighting"] == "vectors"
+    assert settings.from_dict(VQVAEConfig, older["vqvae"]).scale_weighting == "vectors"
+    assert settings.from_dict(VQVAEConfig, current["vqvae"]).scale_weighting == "scales"
 
 
 def test_each_new_quantizer_trains_a_tokenizer_and_a_gpt_and_samples(tmp_path):

@@ -138,9 +138,10 @@ def test_to_sequence_and_from_sequence(trained_tokenizer, mnist_x):
     assert torch.equal(model.decode_sequence(seq[:, :5]), model.decode(idx[:2]))
 
 
-def test_every_scale_feeds_the_one_shared_codebook_ema():
+def test_every_scale_feeds_the_one_shared_codebook_ema_each_vector_once():
     # no dead-code restarts (threshold 0), and a decay of 0.5 so this step's counts weigh as much as the init's 1s
-    model = tiny_var_vqvae("vqvae.dead_code_threshold=0", "vqvae.ema_decay=0.5").train()
+    model = tiny_var_vqvae("vqvae.dead_code_threshold=0", "vqvae.ema_decay=0.5",
+                           "vqvae.scale_weighting=vectors").train()
     codebook = model.quantizer.codebook
     assert codebook.K == 1 and not codebook.initialized
     B = 4
@@ -154,8 +155,7 @@ def test_every_scale_feeds_the_one_shared_codebook_ema():
 
 
 def test_scale_weighting_gives_every_scale_the_same_share_of_the_codebook_counts():
-    model = tiny_var_vqvae("vqvae.dead_code_threshold=0", "vqvae.ema_decay=0.5",
-                           "vqvae.scale_weighting=scales").train()
+    model = tiny_var_vqvae("vqvae.dead_code_threshold=0", "vqvae.ema_decay=0.5").train()  # scales: the default
     codebook = model.quantizer.codebook
     B = 4
     _, idx_list, _, _ = model(torch.rand(B, 1, 28, 28) * 2 - 1)
@@ -170,14 +170,15 @@ def test_scale_weighting_restarts_dead_codes_on_every_scale():
     """With scales weighted equally, a restarted code lands on a 1x1 vector about a quarter of the time (scales
     1..4); counting each vector once, 1 time in 30."""
     torch.manual_seed(0)
-    quantizer = tiny_var_vqvae("vqvae.scale_weighting=scales").quantizer
+    quantizer = tiny_var_vqvae().quantizer
     sizes = [16 * s * s for s in (1, 2, 3, 4)]  # a batch of 16
     weight_N = quantizer._vector_weights([torch.zeros(n, dtype=torch.long) for n in sizes])[0]
     scale_N1 = torch.cat([torch.full((n, 1), float(k)) for k, n in enumerate(sizes)])  # each vector = its scale
     fresh_N1 = quantizer.codebook._random_rows(scale_N1, 4000, weight_N)
     share_of_1x1 = (fresh_N1.round() == 0).float().mean().item()
     assert share_of_1x1 == pytest.approx(0.25, abs=0.03)
-    assert tiny_var_vqvae().quantizer._vector_weights([torch.zeros(n) for n in sizes]) is None
+    each_vector_once = tiny_var_vqvae("vqvae.scale_weighting=vectors").quantizer
+    assert each_vector_once._vector_weights([torch.zeros(n) for n in sizes]) is None
 
 
 # --- VAR: the block-causal mask ----------------------------------------------------------------------------------
