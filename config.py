@@ -227,8 +227,9 @@ PRESETS = {
                     *NEUTRAL_SAMPLING],
     # Emoji (32x32 RGB over white, 9 categories): 8x8 tokens with the colour models, the GPT at its own sampling point
     "emoji": ["data.dataset=emoji", "vqvae.grid_size=8", *EMOJI_MODELS, "gpt.temperature=0.9", "gpt.guidance=4.0"],
-    # Emoji with the multi-scale tokenizer on a 1, 2, 3, 4, 6, 8 plan
-    "emoji_var": ["data.dataset=emoji", "vqvae.grid_size=8", *EMOJI_MODELS, "vqvae.scales=(1,2,3,4,6,8)"],
+    # Emoji with the multi-scale tokenizer on a 1, 2, 3, 4, 6, 8 plan, VAR at its own sampling point
+    "emoji_var": ["data.dataset=emoji", "vqvae.grid_size=8", *EMOJI_MODELS, "vqvae.scales=(1,2,3,4,6,8)",
+                  "var.temperature=0.8", "var.guidance=5.0"],
     # any folder of images (--set data.folder=PATH) with the colour models
     "folder": ["data.dataset=folder", *EMOJI_MODELS],
     # tiny models on a few hundred MNIST images, MSE only: the tests and quick smoke runs
