@@ -324,6 +324,15 @@ TOKENIZER_COLUMNS = ["tokenizer", "tokens", "codes", "bits per token", "val MSE"
 PICTURE_IMAGES = 12  # test images in the side-by-side picture
 
 
+def picture_label(vqvae_cfg, stats):
+    """A row name that tells two tokenizers of one quantizer apart: the SSIM term, and how a multi-scale codebook
+    counts its scales."""
+    extras = [f"+ SSIM {vqvae_cfg.ssim_weight:g}"] if vqvae_cfg.ssim_weight > 0 else []
+    if vqvae_cfg.scales:
+        extras.append(f"per {vqvae_cfg.scale_weighting[:-1]}")
+    return " ".join([f"{stats['quantizer']} {stats['tokens']}, {stats['codes']}", *extras])
+
+
 def compare_tokenizers(cfg, args):
     """--tokenizers: each checkpoint judged as evaluate.py --reconstructions judges it, one table row each."""
     if args.picture:
@@ -333,7 +342,7 @@ def compare_tokenizers(cfg, args):
     classifier = metrics.load_classifier(metrics.classifier_path(cfg), device, spec)
     test_images, test_labels = data.load_split(cfg.data, train=False)
     _, test_feats = metrics.classify(classifier, test_images, device)
-    rows, shown = [], [test_images[:PICTURE_IMAGES]]
+    rows, shown, names = [], [test_images[:PICTURE_IMAGES]], ["test images"]
     for path in args.tokenizers:
         vqvae, ckpt = load_vqvae(path, device, dataset=spec.name)
         recon, score, stats = tokenizer_metrics.judge(vqvae, classifier, test_images, test_labels, test_feats, device)
@@ -342,9 +351,9 @@ def compare_tokenizers(cfg, args):
                      f"{stats['val_mse']:.5f}", f"{stats['psnr']:.2f}", f"{stats['ssim']:.4f}", use,
                      f"{score['fid']:.2f}", f"{score['accuracy']:.2%}", f"{ckpt['history'][-1]['seconds']:.0f}"])
         shown.append(recon[:PICTURE_IMAGES])
+        names.append(picture_label(vqvae.cfg, stats))
     print(report.table(TOKENIZER_COLUMNS, rows))
     if args.picture:
-        names = ["test images", *[f"{row[0].split(' (')[0]} {row[1]}, {row[2]}" for row in rows]]
         figures.save_image_grid(data.to_model_range(torch.cat(shown)), args.picture, nrow=PICTURE_IMAGES,
                                 row_names=names)
         print(f"picture: {args.picture}")
